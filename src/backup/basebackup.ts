@@ -1,0 +1,175 @@
+// pitr backups: pg_basebackup's tar streamed straight into the repository (never staged on local disk), then the
+// WAL the backup needs checked in the archive, then the manifest written last.
+
+import {pipeline} from 'node:stream/promises';
+import {createGzip} from 'node:zlib';
+import {text} from 'node:stream/consumers';
+import {BackupError, PgServerError} from '../errors.js';
+import type {Policy} from '../policy/types.js';
+import {withClient} from '../pg/client.js';
+import {splitPassword} from '../pg/conninfo.js';
+import {nextXid, serverInfo, type ServerInfo} from '../pg/queries.js';
+import {spawnPg, toolError} from '../pg/run.js';
+import {backupObjectKey} from '../storage/layout.js';
+import type {Repository} from '../storage/repository.js';
+import {createProgress} from '../util/progress.js';
+import {findArchived} from '../wal/archive.js';
+import {formatLsn, type Lsn} from '../wal/lsn.js';
+import {segmentName, segmentNameForLsn, lsnToSegmentNumber} from '../wal/name.js';
+import {parseBackupLabel, parseManifestWalRanges, type BackupLabel} from './label.js';
+import {writeManifest, type BackupManifest} from './manifest.js';
+import {TarWatcher} from './tar-watch.js';
+import {newBackupId} from './id.js';
+
+export interface BackupDeps {
+  policy: Policy;
+  repo: Repository;
+  now: () => Date;
+  cancelSignal?: AbortSignal;
+  /** How long to wait for the backup's last WAL segment to reach the archive. */
+  walWaitMs?: number;
+}
+
+export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
+  const {policy, repo} = deps;
+  const conn = splitPassword(policy.postgres.url);
+  const started = deps.now();
+  const server = await withClient(policy.postgres.url, async (client) => {
+    const info = await serverInfo(client);
+    const {rows} = await client.query(`select current_setting('archive_mode') as archive_mode, current_setting('wal_level') as wal_level`);
+    if (rows[0].wal_level === 'minimal') {
+      throw new PgServerError('wal_level is minimal: a base backup needs WAL', 'set wal_level = replica in postgresql.conf and restart');
+    }
+    const archiving = rows[0].archive_mode === 'always' || (rows[0].archive_mode === 'on' && !info.inRecovery);
+    if (!archiving) {
+      throw new PgServerError(
+        `archive_mode is ${rows[0].archive_mode}${info.inRecovery ? ' on a standby' : ''}: the backup could not be restored without archived WAL`,
+        `set archive_mode = ${info.inRecovery ? 'always' : 'on'} and archive_command = 'pgbk archive-push --policy ${policy.name} %p' in postgresql.conf, then restart`,
+      );
+    }
+    return info;
+  });
+
+  const id = await newBackupId(repo, started);
+  const watcher = new TarWatcher(new Set(['backup_label', 'backup_manifest']));
+  const progress = createProgress(`backup ${id}`);
+  const args = [
+    '--dbname', conn.url, '--pgdata', '-', '--format', 'tar', '--wal-method', 'none',
+    '--checkpoint', policy.backup.checkpoint, '--label', `pgbk ${id}`, '--no-password',
+  ];
+  const child = spawnPg('pg_basebackup', args, {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal});
+  const tarKey = backupObjectKey(id, 'base.tar.gz');
+  let stored;
+  try {
+    const gzip = createGzip({level: policy.backup.compressionLevel});
+    const upload = repo.put(tarKey, gzip);
+    watcher.on('data', () => progress.update(watcher.bytes));
+    const [, , result] = await Promise.all([
+      pipeline(child.stdout!, watcher, gzip),
+      child,
+      upload,
+    ]);
+    stored = result;
+    progress.done();
+  } catch (error) {
+    child.kill();
+    await repo.remove([tarKey]).catch(() => undefined);
+    if ((error as {stderr?: unknown}).stderr !== undefined || (error as Error).name === 'ExecaError') throw toolError('pg_basebackup', error);
+    throw error;
+  }
+
+  // What the backup needs: from backup_label (start) and backup_manifest or the archived .backup file (stop).
+  const labelFile = watcher.files.get('backup_label');
+  const label = labelFile ? parseBackupLabel(labelFile.content.toString('utf8')) : undefined;
+  if (!label) {
+    await repo.remove([tarKey]).catch(() => undefined);
+    throw new BackupError('pg_basebackup output holds no readable backup_label; the backup was discarded');
+  }
+  const ranges = parseManifestWalRanges(watcher.files.get('backup_manifest')?.content.toString('utf8') ?? '');
+  const history = server.inRecovery ? undefined : await waitForBackupHistory(repo, label, server, deps.walWaitMs ?? 60_000);
+  const stopLsn = history?.stopLsn ?? ranges.at(-1)?.endLsn;
+  const stopTimeline = history?.stopTimeline ?? ranges.at(-1)?.timeline ?? label.startTimeline;
+  if (stopLsn === undefined) {
+    await repo.remove([tarKey]).catch(() => undefined);
+    throw new BackupError('cannot tell where the backup ends (no .backup file archived, no backup_manifest); the backup was discarded',
+      'let pg_basebackup write its backup manifest (PostgreSQL 13 or later) and archive WAL with pgbk');
+  }
+  const walStart = segmentNameForLsn(label.startTimeline, label.startLsn, server.walSegmentSize);
+  const walStop = segmentNameForLsn(stopTimeline, stopLsn, server.walSegmentSize);
+  await waitForWal(repo, label.startTimeline, label.startLsn, stopLsn, server.walSegmentSize, deps.walWaitMs ?? 60_000)
+    .catch(async (error) => {
+      await repo.remove([tarKey]).catch(() => undefined);
+      throw error;
+    });
+
+  const xid = await withClient(policy.postgres.url, (client) => nextXid(client));
+  const finished = deps.now();
+  // The .backup file's STOP TIME has whole seconds: round up so "finished before the target" is never optimistic.
+  const stopTime = history?.stopTime ? new Date(history.stopTime.getTime() + 1000) : finished;
+  const manifest: BackupManifest = {
+    formatVersion: 1,
+    id,
+    kind: 'base',
+    policy: policy.name,
+    strategy: policy.strategy,
+    label: `pgbk ${id}`,
+    startTime: (label.startTime ?? started).toISOString(),
+    stopTime: stopTime.toISOString(),
+    startLsn: formatLsn(label.startLsn),
+    stopLsn: formatLsn(stopLsn),
+    timeline: label.startTimeline,
+    stopTimeline,
+    walStart,
+    walStop,
+    walSegmentSize: server.walSegmentSize,
+    nextXid: xid,
+    systemId: server.systemId,
+    pgVersionNum: server.versionNum,
+    sourceBytes: watcher.bytes,
+    storedBytes: stored.sizeBytes,
+    durationMs: finished.getTime() - started.getTime(),
+    backupFrom: server.inRecovery ? 'standby' : 'primary',
+    objects: [{name: 'base.tar.gz', key: tarKey, sizeBytes: stored.sizeBytes, sha256: stored.sha256, compression: 'gzip'}],
+  };
+  await writeManifest(repo, manifest);
+  return manifest;
+}
+
+/** The .backup history file PostgreSQL archives at the end of a backup taken on a primary. */
+async function waitForBackupHistory(repo: Repository, label: BackupLabel, server: ServerInfo, waitMs: number): Promise<BackupLabel | undefined> {
+  const segment = segmentNameForLsn(label.startTimeline, label.startLsn, server.walSegmentSize);
+  const offset = Number(label.startLsn % BigInt(server.walSegmentSize)).toString(16).toUpperCase().padStart(8, '0');
+  const name = `${segment}.${offset}.backup`;
+  const deadline = Date.now() + waitMs;
+  for (;;) {
+    const [copy] = await findArchived(repo, name);
+    if (copy) {
+      const {createGunzip} = await import('node:zlib');
+      const body = (await repo.get(copy.key)).pipe(createGunzip());
+      return parseBackupLabel(await text(body));
+    }
+    if (Date.now() > deadline) return undefined;
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+/** Every segment from the backup's start to its stop must be archived before the backup counts. */
+async function waitForWal(repo: Repository, timeline: number, startLsn: Lsn, stopLsn: Lsn, segmentSize: number, waitMs: number): Promise<void> {
+  const first = lsnToSegmentNumber(startLsn, segmentSize);
+  const last = lsnToSegmentNumber(stopLsn, segmentSize);
+  const deadline = Date.now() + waitMs;
+  for (let segno = first; segno <= last; segno++) {
+    const name = segmentName(timeline, segno, segmentSize);
+    for (;;) {
+      if ((await findArchived(repo, name)).length > 0) break;
+      if (Date.now() > deadline) {
+        throw new BackupError(
+          `WAL segment ${name}, needed to make the backup consistent, did not reach the archive within ${Math.round(waitMs / 1000)}s`,
+          'check archive_command (pg_stat_archiver shows failures) — the backup was discarded',
+        );
+      }
+      await new Promise((resolve) => setTimeout(resolve, 500));
+    }
+  }
+}
+

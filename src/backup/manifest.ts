@@ -1,0 +1,95 @@
+// The backup manifest: written last, so a backup exists once (and only once) its manifest does.
+
+import {createHash} from 'node:crypto';
+import {text} from 'node:stream/consumers';
+import {CorruptObjectError, ObjectNotFoundError} from '../errors.js';
+import {BACKUP_PREFIX, manifestKey, MANIFEST_NAME} from '../storage/layout.js';
+import type {Repository} from '../storage/repository.js';
+
+export interface BackupObject {
+  /** File name inside the backup's folder. */
+  name: string;
+  key: string;
+  sizeBytes: number;
+  sha256: string;
+  compression: 'gzip' | 'none';
+}
+
+export interface BackupManifest {
+  formatVersion: 1;
+  id: string;
+  kind: 'base' | 'dump';
+  policy: string;
+  strategy: string;
+  label: string;
+  startTime: string;
+  /** A moment at or after the backup became consistent (rounded up to the second). */
+  stopTime: string;
+  /** Physical backups: LSNs in X/Y notation and timelines. */
+  startLsn?: string;
+  stopLsn?: string;
+  timeline?: number;
+  stopTimeline?: number;
+  /** First and last WAL segment the backup needs to be consistent. */
+  walStart?: string;
+  walStop?: string;
+  walSegmentSize?: number;
+  /** Next transaction id after the backup (64-bit), to choose a backup for --target-xid. */
+  nextXid?: string;
+  systemId: string;
+  pgVersionNum: number;
+  /** Dumps: the database dumped. */
+  database?: string;
+  /** Bytes read from the server (uncompressed) and stored in the repository. */
+  sourceBytes: number;
+  storedBytes: number;
+  durationMs: number;
+  backupFrom?: 'primary' | 'standby';
+  objects: BackupObject[];
+  /** SHA-256 over the JSON of every field above. */
+  checksum?: string;
+}
+
+function checksumOf(manifest: BackupManifest): string {
+  const {checksum: _ignored, ...rest} = manifest;
+  return createHash('sha256').update(JSON.stringify(rest)).digest('hex');
+}
+
+export async function writeManifest(repo: Repository, manifest: BackupManifest): Promise<void> {
+  const sealed = {...manifest, checksum: checksumOf(manifest)};
+  await repo.put(manifestKey(manifest.id), Buffer.from(`${JSON.stringify(sealed, null, 2)}\n`));
+}
+
+export async function readManifest(repo: Repository, backupId: string): Promise<BackupManifest> {
+  const key = manifestKey(backupId);
+  const body = await text(await repo.get(key));
+  let manifest: BackupManifest;
+  try {
+    manifest = JSON.parse(body);
+  } catch (error) {
+    throw new CorruptObjectError(`backup manifest ${key} is not valid JSON`, undefined, {cause: error});
+  }
+  if (manifest.checksum !== checksumOf(manifest)) {
+    throw new CorruptObjectError(`backup manifest ${key} does not match its checksum`, 'the manifest was altered or damaged; use another backup');
+  }
+  return manifest;
+}
+
+/** Every complete backup (one with a manifest), oldest first. Backups without a manifest are skipped. */
+export async function readCatalog(repo: Repository, onSkip?: (key: string, error: Error) => void): Promise<BackupManifest[]> {
+  const ids: string[] = [];
+  for await (const object of repo.list(BACKUP_PREFIX)) {
+    const parts = object.key.slice(BACKUP_PREFIX.length).split('/');
+    if (parts.length === 2 && parts[1] === MANIFEST_NAME) ids.push(parts[0]!);
+  }
+  const manifests: BackupManifest[] = [];
+  for (const id of ids.sort()) {
+    try {
+      manifests.push(await readManifest(repo, id));
+    } catch (error) {
+      if (error instanceof ObjectNotFoundError) continue; // expired while listing
+      onSkip?.(manifestKey(id), error as Error);
+    }
+  }
+  return manifests;
+}

@@ -1,0 +1,118 @@
+// Every error pgbk raises, each with a stable code and the exit code the contract gives it.
+
+export abstract class PgbkError extends Error {
+  abstract readonly code: string;
+  readonly exitCode: number = 1;
+  constructor(message: string, readonly hint?: string, options?: ErrorOptions) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** Bad command-line input: unknown flag, malformed value, conflicting options. */
+export class UsageError extends PgbkError {
+  readonly code = 'usage';
+  override readonly exitCode = 2;
+}
+
+/** A policy file that cannot be found, parsed or validated. */
+export class PolicyError extends PgbkError {
+  readonly code = 'policy.invalid';
+  override readonly exitCode = 2;
+}
+
+/** A restore target that is malformed, or outside what the repository can reach. */
+export class TargetError extends PgbkError {
+  readonly code = 'target.invalid';
+  override readonly exitCode = 2;
+}
+
+/** Nothing in the repository to restore from, or a restore destination that must not be written. */
+export class NothingToRestoreError extends PgbkError {
+  readonly code = 'restore.nothing';
+  override readonly exitCode = 2;
+}
+
+/** The destination of a restore is unusable (not empty, not writable). */
+export class DestinationError extends PgbkError {
+  readonly code = 'restore.destination';
+  override readonly exitCode = 2;
+}
+
+/** A WAL file name that is not a segment, history, partial or backup-label name. */
+export class WalNameError extends PgbkError {
+  readonly code = 'wal.name';
+  override readonly exitCode = 2;
+}
+
+/** Archive-get: the requested WAL file is not in the repository. Exit 1 tells PostgreSQL "not archived". */
+export class WalNotFoundError extends PgbkError {
+  readonly code = 'wal.not-found';
+}
+
+/** Archive-push: a different file is already archived under this name (split brain, two primaries). */
+export class WalConflictError extends PgbkError {
+  readonly code = 'wal.conflict';
+}
+
+/** An object in the repository does not match its recorded checksum, or is unreadable as stored. */
+export class CorruptObjectError extends PgbkError {
+  readonly code = 'repo.corrupt';
+}
+
+/** Rejected by a lookup: the object does not exist. */
+export class ObjectNotFoundError extends PgbkError {
+  readonly code = 'repo.not-found';
+  constructor(readonly key: string, options?: ErrorOptions) {
+    super(`object not found in repository: ${key}`, undefined, options);
+  }
+}
+
+/** The repository could not be read or written after retries (outage, permissions). */
+export class RepositoryError extends PgbkError {
+  readonly code = 'repo.unavailable';
+}
+
+/** A PostgreSQL program (pg_basebackup, pg_dump, pg_ctl...) failed. */
+export class PgToolError extends PgbkError {
+  readonly code = 'pg.tool';
+}
+
+/** PostgreSQL binaries could not be found. */
+export class PgBinaryError extends PgbkError {
+  readonly code = 'pg.binaries';
+  override readonly exitCode = 2;
+}
+
+/** A query against the server failed, or the server is not configured as the command needs. */
+export class PgServerError extends PgbkError {
+  readonly code = 'pg.server';
+}
+
+/** A backup is incomplete or inconsistent (missing WAL, bad manifest). */
+export class BackupError extends PgbkError {
+  readonly code = 'backup.failed';
+}
+
+/** A restore did not reach its target or could not be laid out. */
+export class RestoreError extends PgbkError {
+  readonly code = 'restore.failed';
+}
+
+/** "Cannot happen": a bug in pgbk, never shown as bad input. */
+export class AssertError extends PgbkError {
+  readonly code = 'assert';
+}
+
+export function assert(condition: unknown, message: string): asserts condition {
+  if (!condition) throw new AssertError(`internal error: ${message}`);
+}
+
+/**
+ * archive-get could not read the repository (after retries) or found a corrupt object while recovering:
+ * exit 126 makes PostgreSQL abort recovery instead of ending it early at the wrong point.
+ */
+export class RecoveryAbortError extends PgbkError {
+  readonly code = 'wal.get-aborted';
+  override readonly exitCode = 126;
+}

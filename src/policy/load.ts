@@ -1,0 +1,158 @@
+// Locates a policy file, reads it, expands ${ENV}, validates it and returns a frozen Policy.
+
+import {readFile, stat} from 'node:fs/promises';
+import {basename, extname, isAbsolute, join, resolve} from 'node:path';
+import {existsSync} from 'node:fs';
+import {isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode} from 'yaml';
+import {PolicyError} from '../errors.js';
+import {parseDuration} from './duration.js';
+import {policySchema, STRATEGY_OBJECTIVES} from './schema.js';
+import type {Policy} from './types.js';
+
+export interface PolicyLookup {
+  /** --policy: a name (looked up in the policies dir) or a path. */
+  policy?: string;
+  /** --policies: the policies dir. */
+  policiesDir?: string;
+  env: NodeJS.ProcessEnv;
+  cwd: string;
+}
+
+/** The policies directory: --policies, else PGBK_POLICIES, else ./policies, else /etc/pgbk/policies. */
+export function policiesDirectory(lookup: PolicyLookup): string {
+  if (lookup.policiesDir) return resolve(lookup.cwd, lookup.policiesDir);
+  if (lookup.env.PGBK_POLICIES) return resolve(lookup.cwd, lookup.env.PGBK_POLICIES);
+  const local = join(lookup.cwd, 'policies');
+  if (existsSync(local)) return local;
+  return '/etc/pgbk/policies';
+}
+
+export function resolvePolicyPath(lookup: PolicyLookup): string {
+  const ref = lookup.policy ?? lookup.env.PGBK_POLICY;
+  if (!ref) {
+    throw new PolicyError('no policy given', 'pass --policy <name|path> or set PGBK_POLICY');
+  }
+  if (ref.includes('/') || ['.yaml', '.yml'].includes(extname(ref))) {
+    return isAbsolute(ref) ? ref : resolve(lookup.cwd, ref);
+  }
+  return join(policiesDirectory(lookup), `${ref}.yaml`);
+}
+
+export async function loadPolicy(lookup: PolicyLookup): Promise<Policy> {
+  const file = resolvePolicyPath(lookup);
+  let text: string;
+  try {
+    text = await readFile(file, 'utf8');
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new PolicyError(
+      `cannot read policy file ${file}: ${code === 'ENOENT' ? 'no such file' : code}`,
+      code === 'ENOENT' ? 'name a policy in the policies directory (--policies, PGBK_POLICIES, ./policies, /etc/pgbk/policies) or give its path' : undefined,
+    );
+  }
+  const policy = parsePolicy(text, file, lookup.env);
+  const mode = (await stat(file)).mode;
+  if ((mode & 0o004) !== 0 && (policy.repository.secretAccessKey || /:[^@/]*@/.test(policy.postgres.url))) {
+    process.stderr.write(`pgbk: warning: ${file} holds a secret and is readable by every user; chmod o-r it\n`);
+  }
+  return policy;
+}
+
+/** Parses and validates policy text; `file` names it in messages. */
+export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv): Policy {
+  const lineCounter = new LineCounter();
+  const doc = parseDocument(text, {lineCounter, prettyErrors: false, uniqueKeys: true});
+  if (doc.errors.length > 0) {
+    const first = doc.errors[0]!;
+    const pos = first.linePos?.[0];
+    throw new PolicyError(`${file}${pos ? `:${pos.line}:${pos.col}` : ''}: YAML syntax error: ${first.message.split('\n')[0]}`);
+  }
+  expandEnv(doc, file, env, lineCounter);
+  const data = doc.toJS() ?? {};
+  const parsed = policySchema.safeParse(data);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0]!;
+    let path = issue.path.map(String);
+    let message = issue.message;
+    if (issue.code === 'unrecognized_keys') {
+      path = [...path, issue.keys[0]!];
+      message = 'unknown key';
+    }
+    const line = lineOf(doc, path, lineCounter);
+    throw new PolicyError(`${file}${line ? `:${line}` : ''}: ${path.join('.') || '(top level)'}: ${message}`);
+  }
+  const value = parsed.data;
+  const defaults = STRATEGY_OBJECTIVES[value.strategy];
+  const name = basename(file).replace(/\.ya?ml$/, '');
+  const policy: Policy = {
+    name,
+    file,
+    strategy: value.strategy,
+    postgres: {url: value.postgres.url, dataDir: value.postgres.data_dir, binDir: value.postgres.bin_dir},
+    repository: {
+      url: value.repository.url,
+      endpoint: value.repository.endpoint,
+      region: value.repository.region,
+      forcePathStyle: value.repository.force_path_style,
+      accessKeyId: value.repository.access_key_id,
+      secretAccessKey: value.repository.secret_access_key,
+    },
+    schedule: {...value.schedule},
+    retention: {...value.retention},
+    objectives: {
+      rpoSeconds: parseDuration(value.objectives?.rpo ?? defaults.rpo)!,
+      rtoSeconds: parseDuration(value.objectives?.rto ?? defaults.rto)!,
+    },
+    backup: {
+      checkpoint: value.backup?.checkpoint ?? 'fast',
+      compressionLevel: value.backup?.compression_level ?? 1,
+    },
+    dump: {tables: value.dump?.tables ?? []},
+  };
+  return deepFreeze(policy);
+}
+
+/** Replaces ${NAME} in every string value; an unset variable is an error naming it and where. */
+function expandEnv(doc: Document, file: string, env: NodeJS.ProcessEnv, lineCounter: LineCounter): void {
+  const visit = (node: unknown, path: string[]): void => {
+    if (isMap(node)) {
+      for (const pair of node.items) visit(pair.value, [...path, String(isScalar(pair.key) ? pair.key.value : pair.key)]);
+    } else if (isSeq(node)) {
+      node.items.forEach((item, index) => visit(item, [...path, String(index)]));
+    } else if (isScalar(node) && typeof node.value === 'string') {
+      node.value = node.value.replace(/\$\{([A-Za-z_][A-Za-z0-9_]*)\}/g, (_whole, name: string) => {
+        const value = env[name];
+        if (value === undefined) {
+          const line = node.range ? lineCounter.linePos(node.range[0]).line : undefined;
+          throw new PolicyError(
+            `${file}${line ? `:${line}` : ''}: ${path.join('.')}: environment variable ${name} is not set`,
+            `export ${name} in the environment pgbk runs in (for archive_command: the PostgreSQL server's environment)`,
+          );
+        }
+        return value;
+      });
+    }
+  };
+  visit(doc.contents, []);
+}
+
+function lineOf(doc: Document, path: string[], lineCounter: LineCounter): number | undefined {
+  for (let depth = path.length; depth > 0; depth--) {
+    const sub = path.slice(0, depth);
+    const parent = sub.length > 1 ? doc.getIn(sub.slice(0, -1), true) : doc.contents;
+    if (isMap(parent)) {
+      const pair = parent.items.find((item) => isScalar(item.key) && String(item.key.value) === sub[sub.length - 1]);
+      const node = (pair?.key ?? undefined) as YamlNode | undefined;
+      if (node?.range) return lineCounter.linePos(node.range[0]).line;
+    }
+  }
+  return undefined;
+}
+
+function deepFreeze<T>(value: T): T {
+  if (value && typeof value === 'object') {
+    for (const inner of Object.values(value)) deepFreeze(inner);
+    Object.freeze(value);
+  }
+  return value;
+}

@@ -1,0 +1,52 @@
+// The policy file format, declared once: zod schema → type, strategy defaults and messages.
+
+import {z} from 'zod';
+import {parseDuration} from './duration.js';
+import type {Strategy} from './types.js';
+
+/** Objectives each strategy promises by default (the backup strategy matrix in CONTRACT.md). */
+export const STRATEGY_OBJECTIVES: Record<Strategy, {rpo: string; rto: string}> = {
+  dump: {rpo: '24h', rto: '4h'},
+  pitr: {rpo: '5m', rto: '30m'},
+  replica: {rpo: '30s', rto: '5m'},
+  patroni: {rpo: '5s', rto: '1m'},
+};
+
+const duration = z.string().refine((value) => parseDuration(value) !== undefined, {
+  message: 'expected a duration such as 30s, 5m, 1h or 2d',
+});
+
+// Five or six cron fields; node-cron validates them fully when the scheduler loads the policy.
+const cron = z.string().refine((value) => [5, 6].includes(value.trim().split(/\s+/).length), {
+  message: 'expected a cron expression with 5 fields (or 6, seconds first)',
+});
+
+export const policySchema = z.strictObject({
+  strategy: z.enum(['dump', 'pitr', 'replica', 'patroni']),
+  postgres: z.strictObject({
+    url: z.string().regex(/^postgres(ql)?:\/\//, 'expected a libpq URL such as postgresql://postgres@127.0.0.1:5432/orders'),
+    data_dir: z.string().startsWith('/', 'expected an absolute path').optional(),
+    bin_dir: z.string().startsWith('/', 'expected an absolute path').optional(),
+  }),
+  repository: z.strictObject({
+    url: z.string().regex(/^(s3|file):\/\/./, 'expected s3://<bucket>/<prefix> or file:///<absolute path>'),
+    endpoint: z.string().regex(/^https?:\/\//, 'expected an http:// or https:// URL').optional(),
+    region: z.string().min(1).optional(),
+    force_path_style: z.boolean().optional(),
+    access_key_id: z.string().min(1).optional(),
+    secret_access_key: z.string().min(1).optional(),
+  }),
+  schedule: z.strictObject({backup: cron.optional(), expire: cron.optional(), drill: cron.optional()}).optional(),
+  retention: z.strictObject({
+    backups: z.number().int().min(1).optional(),
+    days: z.number().min(0).optional(),
+  }).optional(),
+  objectives: z.strictObject({rpo: duration.optional(), rto: duration.optional()}).optional(),
+  backup: z.strictObject({
+    checkpoint: z.enum(['fast', 'spread']).optional(),
+    compression_level: z.number().int().min(0).max(9).optional(),
+  }).optional(),
+  dump: z.strictObject({tables: z.array(z.string().min(1)).optional()}).optional(),
+});
+
+export type PolicyDocument = z.infer<typeof policySchema>;

@@ -1,0 +1,39 @@
+// The validated, normalized policy every command works from.
+
+export type Strategy = 'dump' | 'pitr' | 'replica' | 'patroni';
+
+export interface RepositoryConfig {
+  url: string;
+  endpoint?: string;
+  region?: string;
+  forcePathStyle?: boolean;
+  accessKeyId?: string;
+  secretAccessKey?: string;
+}
+
+export interface PostgresConfig {
+  /** libpq URL; may hold a password (never printed: see redactUrl). */
+  url: string;
+  dataDir?: string;
+  binDir?: string;
+}
+
+export interface Policy {
+  /** The file name without .yaml. */
+  name: string;
+  /** Absolute path of the policy file (restore_command refers to it). */
+  file: string;
+  strategy: Strategy;
+  postgres: PostgresConfig;
+  repository: RepositoryConfig;
+  schedule: {backup?: string; expire?: string; drill?: string};
+  retention: {backups?: number; days?: number};
+  objectives: {rpoSeconds: number; rtoSeconds: number};
+  backup: {
+    /** pg_basebackup --checkpoint: fast starts at once, spread eases the I/O load on the server. */
+    checkpoint: 'fast' | 'spread';
+    /** gzip level for base backups and WAL (1 = fastest). */
+    compressionLevel: number;
+  };
+  dump: {tables: string[]};
+}

@@ -1,0 +1,60 @@
+// Key names inside a repository: the one place that knows where things live.
+//
+//   wal/<timeline>/<timeline+log>/<walfile>-<sha256>.gz   archived WAL: segments, .partial and .backup files,
+//                                            at most 256 segments a folder; the SHA-256 of the uncompressed
+//                                            file is part of the name
+//   wal/<timeline>/<timeline>.history-<sha256>.gz         timeline history files
+//   backups/<id>/base.tar.gz                 a base backup (pg_basebackup tar), gzip
+//   backups/<id>/dump.pgdump                 a pg_dump custom-format archive
+//   backups/<id>/manifest.json               written last: a backup exists once its manifest does
+
+export const WAL_PREFIX = 'wal/';
+export const BACKUP_PREFIX = 'backups/';
+export const MANIFEST_NAME = 'manifest.json';
+
+export interface WalObjectName {
+  walFile: string;
+  sha256: string;
+  compression: 'gz' | 'none';
+}
+
+/** Prefix of everything archived on one timeline (its history file first, then segments in order). */
+export function walTimelineKey(timelineHex8: string): string {
+  return `${WAL_PREFIX}${timelineHex8}/`;
+}
+
+/** Prefix that lists every stored copy of one WAL file (normally exactly one). */
+export function walFilePrefix(walFile: string): string {
+  const folder = walFile.endsWith('.history') ? '' : `${walFile.slice(0, 16)}/`;
+  return `${walTimelineKey(walFile.slice(0, 8))}${folder}${walFile}-`;
+}
+
+export function walObjectKey(walFile: string, sha256: string, compression: 'gz' | 'none' = 'gz'): string {
+  return `${walFilePrefix(walFile)}${sha256}${compression === 'gz' ? '.gz' : ''}`;
+}
+
+const WAL_KEY_RE = /^wal\/[0-9A-F]{8}\/(?:[0-9A-F]{16}\/)?([0-9A-F.a-z]+)-([0-9a-f]{64})(\.gz)?$/;
+
+/** Splits a WAL object key; undefined for anything else (temp files, foreign objects). */
+export function parseWalObjectKey(key: string): WalObjectName | undefined {
+  const match = WAL_KEY_RE.exec(key);
+  if (!match) return undefined;
+  return {walFile: match[1]!, sha256: match[2]!, compression: match[3] ? 'gz' : 'none'};
+}
+
+export function backupDirKey(backupId: string): string {
+  return `${BACKUP_PREFIX}${backupId}/`;
+}
+
+export function backupObjectKey(backupId: string, name: string): string {
+  return `${backupDirKey(backupId)}${name}`;
+}
+
+export function manifestKey(backupId: string): string {
+  return backupObjectKey(backupId, MANIFEST_NAME);
+}
+
+/** Backup ids sort as time: 20261126T104100Z (plus a suffix when two start in one second). */
+export function backupIdFor(date: Date): string {
+  return date.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
+}

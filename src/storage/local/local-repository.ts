@@ -1,0 +1,131 @@
+// Local filesystem repository (file:// URLs): atomic writes by temp file, fsync, rename, fsync of the directory.
+
+import {createWriteStream} from 'node:fs';
+import {mkdir, open, readdir, rename, rm, stat, unlink} from 'node:fs/promises';
+import {dirname, join} from 'node:path';
+import {Readable} from 'node:stream';
+import {pipeline} from 'node:stream/promises';
+import {randomBytes} from 'node:crypto';
+import {ObjectNotFoundError, RepositoryError, AssertError} from '../../errors.js';
+import {HashCounter} from '../../util/streams.js';
+import type {PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
+
+const TEMP_MARK = '.pgbk-tmp-';
+
+export class LocalRepository implements Repository {
+  readonly description: string;
+
+  constructor(private readonly root: string) {
+    this.description = `file://${root}`;
+  }
+
+  private pathOf(key: string): string {
+    if (key.startsWith('/') || key.split('/').some((part) => part === '..' || part === '.')) {
+      throw new AssertError(`internal error: unsafe repository key "${key}"`);
+    }
+    return join(this.root, ...key.split('/'));
+  }
+
+  async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<PutResult> {
+    const path = this.pathOf(key);
+    const dir = dirname(path);
+    const temp = `${path}${TEMP_MARK}${process.pid}-${randomBytes(4).toString('hex')}`;
+    const counter = new HashCounter(options.onProgress);
+    try {
+      await mkdir(dir, {recursive: true});
+      const source = Buffer.isBuffer(body) ? Readable.from([body]) : body;
+      await pipeline(source, counter, createWriteStream(temp, {flags: 'wx', mode: 0o640}));
+      // fsync the file's data before it becomes visible under its name, then the directory entry.
+      await syncPath(temp, 'r');
+      await rename(temp, path);
+      await syncPath(dir, 'r');
+    } catch (error) {
+      await unlink(temp).catch(() => undefined);
+      throw wrapFsError(error, `cannot write ${key} to ${this.description}`);
+    }
+    return {key, sizeBytes: counter.bytes, sha256: counter.digest(), modified: new Date()};
+  }
+
+  async get(key: string): Promise<Readable> {
+    const path = this.pathOf(key);
+    const handle = await open(path, 'r').catch((error: NodeJS.ErrnoException) => {
+      if (error.code === 'ENOENT') throw new ObjectNotFoundError(key);
+      throw wrapFsError(error, `cannot read ${key} from ${this.description}`);
+    });
+    return handle.createReadStream({highWaterMark: 1024 * 1024});
+  }
+
+  async stat(key: string): Promise<StoredObject | undefined> {
+    try {
+      const info = await stat(this.pathOf(key));
+      return info.isFile() ? {key, sizeBytes: info.size, modified: info.mtime} : undefined;
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw wrapFsError(error, `cannot stat ${key} in ${this.description}`);
+    }
+  }
+
+  async *list(prefix: string): AsyncIterable<StoredObject> {
+    // The prefix may end inside a name ("wal/00000001/0000000100000000/000000010000000000000003-").
+    const slash = prefix.lastIndexOf('/');
+    const dirKey = slash >= 0 ? prefix.slice(0, slash + 1) : '';
+    const namePrefix = prefix.slice(slash + 1);
+    yield* this.walk(dirKey, namePrefix);
+  }
+
+  private async *walk(dirKey: string, namePrefix: string): AsyncIterable<StoredObject> {
+    let entries;
+    try {
+      entries = await readdir(dirKey ? this.pathOf(dirKey.slice(0, -1)) : this.root, {withFileTypes: true});
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return;
+      throw wrapFsError(error, `cannot list ${dirKey || '/'} in ${this.description}`);
+    }
+    // Directories hold at most a few hundred entries each (see layout.ts), so sorting one is bounded.
+    const names = entries
+      .filter((entry) => entry.name.startsWith(namePrefix) && !entry.name.includes(TEMP_MARK))
+      .map((entry) => (entry.isDirectory() ? `${entry.name}/` : entry.name))
+      .sort();
+    for (const name of names) {
+      if (name.endsWith('/')) {
+        yield* this.walk(`${dirKey}${name}`, '');
+      } else {
+        const key = `${dirKey}${name}`;
+        const info = await this.stat(key);
+        if (info) yield info;
+      }
+    }
+  }
+
+  async remove(keys: Iterable<string>): Promise<void> {
+    const dirs = new Set<string>();
+    for (const key of keys) {
+      const path = this.pathOf(key);
+      await rm(path, {force: true}).catch((error) => {
+        throw wrapFsError(error, `cannot remove ${key} from ${this.description}`);
+      });
+      dirs.add(dirname(path));
+    }
+    for (const dir of dirs) await syncPath(dir, 'r').catch(() => undefined);
+  }
+
+  async close(): Promise<void> {}
+}
+
+async function syncPath(path: string, flags: string): Promise<void> {
+  const handle = await open(path, flags);
+  try {
+    await handle.sync();
+  } finally {
+    await handle.close();
+  }
+}
+
+function wrapFsError(error: unknown, message: string): Error {
+  if (error instanceof ObjectNotFoundError || error instanceof AssertError) return error;
+  const err = error as NodeJS.ErrnoException;
+  const hint = err.code === 'EACCES' || err.code === 'EPERM'
+    ? 'the repository directory must be writable by the user running pgbk (for archive_command: the postgres OS user)'
+    : undefined;
+  return new RepositoryError(`${message}: ${err.code ?? err.message}`, hint, {cause: error});
+}

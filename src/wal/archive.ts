@@ -1,0 +1,32 @@
+// What the repository holds of the WAL archive: lookups by file name, and listings by timeline.
+
+import {parseWalObjectKey, walFilePrefix, WAL_PREFIX, walTimelineKey} from '../storage/layout.js';
+import type {Repository} from '../storage/repository.js';
+
+export interface ArchivedWalFile {
+  walFile: string;
+  sha256: string;
+  key: string;
+  sizeBytes: number;
+  modified?: Date;
+}
+
+/** Every stored copy of one WAL file (more than one only after a split brain). */
+export async function findArchived(repo: Repository, walFile: string): Promise<ArchivedWalFile[]> {
+  const found: ArchivedWalFile[] = [];
+  for await (const object of repo.list(walFilePrefix(walFile))) {
+    const parsed = parseWalObjectKey(object.key);
+    if (parsed && parsed.walFile === walFile) {
+      found.push({walFile, sha256: parsed.sha256, key: object.key, sizeBytes: object.sizeBytes, modified: object.modified});
+    }
+  }
+  return found;
+}
+
+/** Archived WAL files in name order: of one timeline (8 hex digits), or of all when absent. */
+export async function* listArchived(repo: Repository, timelineHex8?: string): AsyncIterable<ArchivedWalFile> {
+  for await (const object of repo.list(timelineHex8 ? walTimelineKey(timelineHex8) : WAL_PREFIX)) {
+    const parsed = parseWalObjectKey(object.key);
+    if (parsed) yield {walFile: parsed.walFile, sha256: parsed.sha256, key: object.key, sizeBytes: object.sizeBytes, modified: object.modified};
+  }
+}
