@@ -36,7 +36,8 @@ export class ChecksumVerifier extends Transform {
   private readonly hash = createHash('sha256');
   bytes = 0;
 
-  constructor(private readonly expected: string, private readonly what: string) {
+  /** `onMismatch` runs before the stream fails, e.g. to kill a consumer before it sees end-of-input. */
+  constructor(private readonly expected: string, private readonly what: string, private readonly onMismatch?: () => void) {
     super();
   }
 
@@ -49,6 +50,7 @@ export class ChecksumVerifier extends Transform {
   override _flush(callback: TransformCallback): void {
     const actual = this.hash.digest('hex');
     if (actual !== this.expected) {
+      this.onMismatch?.();
       callback(new CorruptObjectError(
         `checksum mismatch for ${this.what}: expected sha256 ${this.expected}, got ${actual}`,
         'the stored object is corrupt; restore from another backup or re-archive the file from its source',

@@ -1,0 +1,134 @@
+// pgbk restore: --to <dir> for physical strategies, --to-db <conninfo> for dumps.
+
+import {Command, Option} from 'commander';
+import {NothingToRestoreError, TargetError, UsageError} from '../errors.js';
+import {readCatalog} from '../backup/manifest.js';
+import {planRestore, type RestorePlan} from '../restore/plan.js';
+import {describeTarget, parseTarget, targetToJson, type TargetOptions} from '../restore/target.js';
+import {computeWindow} from '../restore/window.js';
+import {formatBytes} from '../util/progress.js';
+import {redactUrl} from '../pg/conninfo.js';
+import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
+
+interface RestoreOptions extends TargetOptions {
+  to?: string;
+  toDb?: string;
+  backup?: string;
+  start?: boolean;
+  port?: string;
+  dryRun?: boolean;
+  force?: boolean;
+  timeout?: string;
+}
+
+export function addTargetOptions(command: Command): Command {
+  return command
+    .option('--target-time <timestamp>', 'recover to this time (ISO 8601 or timestamptz text, with a zone)')
+    .option('--target-lsn <lsn>', 'recover to this WAL location (X/Y)')
+    .option('--target-xid <xid>', 'recover to the commit of this transaction')
+    .option('--target-name <name>', 'recover to this restore point (pg_create_restore_point)')
+    .option('--latest', 'recover to the end of the archived WAL (default)');
+}
+
+export function registerRestoreCommand(program: Command, io: Io, globals: () => GlobalOptions): void {
+  addTargetOptions(program.command('restore')
+    .description('lay out a data directory that recovers to a target (--to), or restore a dump into a database (--to-db)'))
+    .option('--to <dir>', 'data directory to create (physical strategies)')
+    .option('--to-db <conninfo>', 'database to restore a dump into (dump strategy)')
+    .option('--backup <id>', 'restore this backup instead of the newest one that finished before the target')
+    .option('--start', 'start the restored server, wait until it reaches the target and is promoted')
+    .addOption(new Option('--port <n>', 'port for --start').default('5432'))
+    .option('--timeout <seconds>', 'with --start: how long to wait for recovery', '3600')
+    .option('--dry-run', 'print the plan, write nothing')
+    .option('--force', 'replace the contents of a non-empty --to')
+    .action(async (options: RestoreOptions) => {
+      const target = parseTarget(options);
+      if (options.to && options.toDb) throw new UsageError('give either --to (physical backups) or --to-db (dumps), not both');
+      const port = Number(options.port);
+      if (options.start && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new UsageError(`--port "${options.port}" is not a port number`);
+      await withContext(globals(), io, async ({policy, repo}) => {
+        if (policy.strategy === 'dump') {
+          if (!options.toDb) throw new UsageError(`policy ${policy.name} uses the dump strategy: restore with --to-db <conninfo>`);
+          await restoreDumpCommand(options, target, io, globals, policy, repo);
+          return;
+        }
+        if (!options.to) throw new UsageError(`policy ${policy.name} uses the ${policy.strategy} strategy: restore with --to <dir>`);
+        const {checkDestination, layOutDataDirectory} = await import('../restore/layout.js');
+        // Check everything before writing anything.
+        const state = await checkDestination(options.to, Boolean(options.force));
+        const catalog = await readCatalog(repo);
+        const window = await computeWindow(repo, catalog, {binDir: policy.postgres.binDir, commitTimes: target.kind === 'time'});
+        const plan = planRestore(catalog, target, {backupId: options.backup, window});
+        if (options.dryRun) {
+          renderPlan(plan, options.to, io, globals().json);
+          return;
+        }
+        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state);
+        let started;
+        if (options.start) {
+          const {startRestored} = await import('../restore/start.js');
+          started = await startRestored({dataDir: layout.dataDir, port, binDir: policy.postgres.binDir, timeoutMs: Number(options.timeout) * 1000});
+        }
+        if (globals().json) {
+          printJson(io, {backup: plan.backup.id, target: targetToJson(target), dataDir: layout.dataDir, fetchedBytes: layout.fetchedBytes, fetchMs: layout.fetchMs, started: started ?? null});
+          return;
+        }
+        io.stdout.write(`restored backup ${plan.backup.id} into ${layout.dataDir} (${formatBytes(layout.fetchedBytes)} in ${(layout.fetchMs / 1000).toFixed(1)}s)\n`);
+        io.stdout.write(`target: ${describeTarget(target)}\n`);
+        if (started) {
+          io.stdout.write(`server started on port ${started.port} and promoted${started.newTimeline ? ` on timeline ${started.newTimeline}` : ''}\n`);
+          if (started.stoppedAt) io.stdout.write(`point reached: ${started.stoppedAt}\n`);
+          if (started.lastTransactionAt) io.stdout.write(`last replayed transaction: ${started.lastTransactionAt}\n`);
+          if (started.redoDoneAt) io.stdout.write(`redo done at ${started.redoDoneAt}\n`);
+        } else {
+          io.stdout.write(`start it with: pg_ctl -D ${layout.dataDir} -o "-p <port>" start   (it replays WAL to the target and promotes)\n`);
+        }
+      });
+    });
+}
+
+function renderPlan(plan: RestorePlan, to: string, io: Io, json?: boolean): void {
+  const value = {
+    backup: plan.backup.id, backupStopTime: plan.backup.stopTime, backupStopLsn: plan.backup.stopLsn,
+    target: targetToJson(plan.target), to, fetchBytes: plan.fetchBytes, walFrom: plan.walFrom, walTo: plan.walTo ?? null,
+  };
+  if (json) {
+    printJson(io, value);
+    return;
+  }
+  io.stdout.write([
+    `plan (dry run, nothing written):`,
+    `  backup:  ${plan.backup.id} (consistent from ${plan.backup.stopTime}, LSN ${plan.backup.stopLsn}, timeline ${plan.backup.timeline})`,
+    `  fetch:   ${formatBytes(plan.fetchBytes)} of backup into ${to}`,
+    `  WAL:     from ${plan.walFrom}${plan.walTo ? ` up to ${plan.walTo} at most` : ''}, fetched by restore_command as recovery needs it`,
+    `  target:  ${describeTarget(plan.target)}, then promote`,
+    '',
+  ].join('\n'));
+}
+
+async function restoreDumpCommand(options: RestoreOptions, target: ReturnType<typeof parseTarget>, io: Io, globals: () => GlobalOptions,
+  policy: import('../policy/types.js').Policy, repo: import('../storage/repository.js').Repository): Promise<void> {
+  if (target.kind !== 'latest' && target.kind !== 'time') {
+    throw new TargetError(`a dump can be restored by time only, not to ${describeTarget(target)}`, 'use --target-time or --latest');
+  }
+  const dumps = (await readCatalog(repo)).filter((backup) => backup.kind === 'dump');
+  if (dumps.length === 0) throw new NothingToRestoreError('the repository holds no dump', 'take one with "pgbk backup"');
+  const chosen = options.backup
+    ? dumps.find((dump) => dump.id === options.backup)
+    : [...dumps].reverse().find((dump) => target.kind === 'latest' || new Date(dump.startTime) <= target.time);
+  if (!chosen) {
+    throw options.backup
+      ? new NothingToRestoreError(`--backup ${options.backup}: no such dump`)
+      : new TargetError(`no dump at or before ${describeTarget(target)}: the oldest is from ${dumps[0]!.startTime}`);
+  }
+  if (options.dryRun) {
+    const plan = {backup: chosen.id, startTime: chosen.startTime, toDb: redactUrl(options.toDb!), fetchBytes: chosen.storedBytes};
+    if (globals().json) printJson(io, plan);
+    else io.stdout.write(`plan (dry run, nothing written): restore dump ${chosen.id} (database as of ${chosen.startTime}, ${formatBytes(chosen.storedBytes)}) into ${plan.toDb}\n`);
+    return;
+  }
+  const {restoreDump} = await import('../backup/dump.js');
+  const result = await restoreDump({policy, repo, backup: chosen, toDb: options.toDb!});
+  if (globals().json) printJson(io, {backup: chosen.id, startTime: chosen.startTime, toDb: redactUrl(options.toDb!), bytes: result.bytes});
+  else io.stdout.write(`restored dump ${chosen.id} (database as of ${chosen.startTime}) into ${redactUrl(options.toDb!)}\n`);
+}

@@ -1,0 +1,132 @@
+// Lays out a data directory from a base backup: fetch, verify, unpack, then the recovery settings.
+
+import {chown, mkdir, readdir, readFile, rm, stat, writeFile, appendFile, lstat} from 'node:fs/promises';
+import {join, resolve, dirname} from 'node:path';
+import {fileURLToPath} from 'node:url';
+import {pipeline} from 'node:stream/promises';
+import {createGunzip} from 'node:zlib';
+import {execa} from 'execa';
+import {DestinationError, RestoreError} from '../errors.js';
+import type {Policy} from '../policy/types.js';
+import type {Repository} from '../storage/repository.js';
+import {ChecksumVerifier} from '../util/streams.js';
+import {createProgress} from '../util/progress.js';
+import {isRoot} from '../pg/owner.js';
+import type {RestorePlan} from './plan.js';
+import {describeTarget, quoteConfValue, recoverySettings} from './target.js';
+
+/** Refuses a non-empty destination unless forced; refuses always when a server runs there. */
+export async function checkDestination(dir: string, force: boolean): Promise<'absent' | 'empty' | 'non-empty'> {
+  let entries: string[];
+  try {
+    const info = await stat(dir);
+    if (!info.isDirectory()) throw new DestinationError(`--to ${dir} exists and is not a directory`);
+    entries = await readdir(dir);
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+    throw error instanceof DestinationError ? error : new DestinationError(`--to ${dir}: ${(error as Error).message}`);
+  }
+  if (entries.length === 0) return 'empty';
+  if (entries.includes('postmaster.pid')) {
+    const pid = Number((await readFile(join(dir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
+    if (pid > 0 && isAlive(pid)) {
+      throw new DestinationError(`--to ${dir} belongs to a running PostgreSQL server (pid ${pid})`, 'stop that server first; pgbk never overwrites a running cluster');
+    }
+  }
+  if (!force) {
+    throw new DestinationError(`--to ${dir} is not empty (${entries.length} entries)`, 'give an empty or new directory, or --force to replace its contents');
+  }
+  return 'non-empty';
+}
+
+function isAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export interface LayoutResult {
+  dataDir: string;
+  fetchedBytes: number;
+  fetchMs: number;
+}
+
+export async function layOutDataDirectory(repo: Repository, policy: Policy, plan: RestorePlan, dir: string, state: 'absent' | 'empty' | 'non-empty'): Promise<LayoutResult> {
+  const dataDir = resolve(dir);
+  if (state === 'non-empty') await emptyDirectory(dataDir);
+  await mkdir(dataDir, {recursive: true, mode: 0o700});
+  const started = Date.now();
+  let fetchedBytes = 0;
+  try {
+    for (const object of plan.backup.objects) {
+      const progress = createProgress(`restore ${object.name}`, process.stderr, object.sizeBytes);
+      const body = await repo.get(object.key);
+      const verifier = new ChecksumVerifier(object.sha256, object.key);
+      verifier.on('data', () => progress.update(verifier.bytes));
+      const tar = execa('tar', ['-x', '-f', '-', '-C', dataDir], {stdin: 'pipe', buffer: {stdout: false, stderr: true}, stdout: 'ignore'});
+      const stages = object.compression === 'gzip' ? [body, verifier, createGunzip(), tar.stdin!] : [body, verifier, tar.stdin!];
+      await Promise.all([pipeline(stages as never), tar]);
+      progress.done();
+      fetchedBytes += verifier.bytes;
+    }
+  } catch (error) {
+    // Leave nothing that could be started by mistake: an unpacked half backup is worse than none.
+    await emptyDirectory(dataDir).catch(() => undefined);
+    if (error instanceof RestoreError || (error as {code?: string}).code === 'repo.corrupt') throw error;
+    throw new RestoreError(`cannot unpack backup ${plan.backup.id} into ${dataDir}: ${(error as {shortMessage?: string}).shortMessage ?? (error as Error).message}`, undefined, {cause: error});
+  }
+  const fetchMs = Date.now() - started;
+  await writeRecoveryConfig(policy, plan, dataDir);
+  return {dataDir, fetchedBytes, fetchMs};
+}
+
+async function emptyDirectory(dir: string): Promise<void> {
+  for (const entry of await readdir(dir)) await rm(join(dir, entry), {recursive: true, force: true});
+}
+
+/** The pgbk executable by absolute path, so restore_command works in the server's environment. */
+export function pgbkCommandPrefix(): string {
+  const binScript = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'pgbk');
+  return `${shellWord(process.execPath)} ${shellWord(binScript)}`;
+}
+
+function shellWord(word: string): string {
+  return /^[A-Za-z0-9_./:=@%+-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
+}
+
+async function writeRecoveryConfig(policy: Policy, plan: RestorePlan, dataDir: string): Promise<void> {
+  for (const stale of ['postmaster.pid', 'postmaster.opts', 'standby.signal', 'recovery.signal']) {
+    await rm(join(dataDir, stale), {force: true});
+  }
+  await mkdir(join(dataDir, 'pg_wal', 'archive_status'), {recursive: true, mode: 0o700});
+  const restoreCommand = `${pgbkCommandPrefix()} archive-get --policy ${shellWord(policy.file)} %f %p`;
+  const settings: Record<string, string> = {
+    restore_command: restoreCommand,
+    ...recoverySettings(plan.target),
+    recovery_target_timeline: 'latest',
+  };
+  // Never stay paused at the target: promote, so the server accepts writes once it is there.
+  if (plan.target.kind !== 'latest') settings.recovery_target_action = 'promote';
+  const lines = [
+    '',
+    `# Added by pgbk restore at ${new Date().toISOString()}: backup ${plan.backup.id}, target ${describeTarget(plan.target)}.`,
+    '# PostgreSQL removes recovery.signal when recovery ends; these settings then have no effect.',
+    ...Object.entries(settings).map(([name, value]) => `${name} = ${quoteConfValue(value)}`),
+    '',
+  ];
+  await appendFile(join(dataDir, 'postgresql.auto.conf'), lines.join('\n'));
+  await writeFile(join(dataDir, 'recovery.signal'), '');
+  if (isRoot()) await chownLikeData(dataDir);
+}
+
+/** As root, give what pgbk created to the owner of the unpacked files (tar kept their owner). */
+async function chownLikeData(dataDir: string): Promise<void> {
+  const owner = await lstat(join(dataDir, 'PG_VERSION'));
+  if (owner.uid === 0) return;
+  for (const path of [dataDir, join(dataDir, 'pg_wal'), join(dataDir, 'pg_wal', 'archive_status'), join(dataDir, 'recovery.signal'), join(dataDir, 'postgresql.auto.conf')]) {
+    await chown(path, owner.uid, owner.gid);
+  }
+}
