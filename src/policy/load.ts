@@ -64,7 +64,7 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
   const doc = parseDocument(text, {lineCounter, prettyErrors: false, uniqueKeys: true});
   if (doc.errors.length > 0) {
     const first = doc.errors[0]!;
-    const pos = first.linePos?.[0];
+    const pos = first.linePos?.[0] ?? lineCounter.linePos(first.pos[0]);
     throw new PolicyError(`${file}${pos ? `:${pos.line}:${pos.col}` : ''}: YAML syntax error: ${first.message.split('\n')[0]}`);
   }
   expandEnv(doc, file, env, lineCounter);
