@@ -3,6 +3,8 @@
 export abstract class PgbkError extends Error {
   abstract readonly code: string;
   readonly exitCode: number = 1;
+  /** Expected outcomes (a WAL file not archived) exit with their code without a message, unless --verbose. */
+  readonly quiet: boolean = false;
   constructor(message: string, readonly hint?: string, options?: ErrorOptions) {
     super(message, options);
     this.name = new.target.name;
@@ -48,6 +50,9 @@ export class WalNameError extends PgbkError {
 /** Archive-get: the requested WAL file is not in the repository. Exit 1 tells PostgreSQL "not archived". */
 export class WalNotFoundError extends PgbkError {
   readonly code = 'wal.not-found';
+  // PostgreSQL asks for files that do not exist as a matter of course (the next timeline's history file, the
+  // segment after the end of the archive): saying so each time would only fill the server log.
+  override readonly quiet = true;
 }
 
 /** Archive-push: a different file is already archived under this name (split brain, two primaries). */

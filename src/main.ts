@@ -47,6 +47,7 @@ function report(error: unknown, io: Io, verbose: boolean): number {
     return 2; // commander already printed what was wrong
   }
   if (error instanceof PgbkError) {
+    if (error.quiet && !verbose) return error.exitCode;
     io.stderr.write(`pgbk: error: ${error.message}\n`);
     if (error.hint) io.stderr.write(`HINT: ${error.hint}\n`);
     if (verbose) writeCauses(error, io);

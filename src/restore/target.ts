@@ -67,11 +67,16 @@ export function parseTargetTime(text: string): Target & {kind: 'time'} {
   const iso = `${year}-${month}-${day}T${hour}:${minute}:${second}${fraction ? `.${fraction.padEnd(3, '0').slice(0, 3)}` : ''}${offset}`;
   const time = new Date(iso);
   const fields = [Number(month), Number(day), Number(hour), Number(minute), Number(second)];
-  if (Number.isNaN(time.getTime()) || fields[0]! > 12 || fields[1]! > 31 || fields[2]! > 23 || fields[3]! > 59 || fields[4]! > 59) {
+  if (Number.isNaN(time.getTime()) || fields[0]! > 12 || fields[1]! > daysInMonth(Number(year), fields[0]!) || fields[2]! > 23 || fields[3]! > 59 || fields[4]! > 59) {
     throw new TargetError(`--target-time "${text}" is not a valid date and time`);
   }
   const pgText = `${year}-${month}-${day} ${hour}:${minute}:${second}${fraction ? `.${fraction}` : ''}${offset}`;
   return {kind: 'time', time, text: pgText};
+}
+
+/** 28 to 31: new Date() would roll 2026-02-30 over into March instead of refusing it. */
+function daysInMonth(year: number, month: number): number {
+  return new Date(Date.UTC(year, month, 0)).getUTCDate();
 }
 
 function normalizeOffset(zone: string): string {

@@ -8,6 +8,8 @@
 //   backups/<id>/dump.pgdump                 a pg_dump custom-format archive
 //   backups/<id>/manifest.json               written last: a backup exists once its manifest does
 
+import {isWalFileName} from '../wal/name.js';
+
 export const WAL_PREFIX = 'wal/';
 export const BACKUP_PREFIX = 'backups/';
 export const MANIFEST_NAME = 'manifest.json';
@@ -38,7 +40,7 @@ const WAL_KEY_RE = /^wal\/[0-9A-F]{8}\/(?:[0-9A-F]{16}\/)?([0-9A-F.a-z]+)-([0-9a
 /** Splits a WAL object key; undefined for anything else (temp files, foreign objects). */
 export function parseWalObjectKey(key: string): WalObjectName | undefined {
   const match = WAL_KEY_RE.exec(key);
-  if (!match) return undefined;
+  if (!match || !isWalFileName(match[1]!)) return undefined;
   return {walFile: match[1]!, sha256: match[2]!, compression: match[3] ? 'gz' : 'none'};
 }
 

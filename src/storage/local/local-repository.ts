@@ -49,9 +49,18 @@ export class LocalRepository implements Repository {
   async get(key: string): Promise<Readable> {
     const path = this.pathOf(key);
     const handle = await open(path, 'r').catch((error: NodeJS.ErrnoException) => {
-      if (error.code === 'ENOENT') throw new ObjectNotFoundError(key);
+      if (isMissing(error)) throw new ObjectNotFoundError(key);
       throw wrapFsError(error, `cannot read ${key} from ${this.description}`);
     });
+    // open(2) succeeds on a directory, but a folder is no object (stat() says so too).
+    const info = await handle.stat().catch(async (error: unknown) => {
+      await handle.close();
+      throw wrapFsError(error, `cannot read ${key} from ${this.description}`);
+    });
+    if (!info.isFile()) {
+      await handle.close();
+      throw new ObjectNotFoundError(key);
+    }
     return handle.createReadStream({highWaterMark: 1024 * 1024});
   }
 
@@ -60,7 +69,7 @@ export class LocalRepository implements Repository {
       const info = await stat(this.pathOf(key));
       return info.isFile() ? {key, sizeBytes: info.size, modified: info.mtime} : undefined;
     } catch (error) {
-      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      if (isMissing(error)) return undefined;
       throw wrapFsError(error, `cannot stat ${key} in ${this.description}`);
     }
   }
@@ -101,7 +110,9 @@ export class LocalRepository implements Repository {
     const dirs = new Set<string>();
     for (const key of keys) {
       const path = this.pathOf(key);
-      await rm(path, {force: true}).catch((error) => {
+      await rm(path, {force: true}).catch((error: NodeJS.ErrnoException) => {
+        // A folder, or a path below a file, is a missing object: not an error (as on S3).
+        if (isMissing(error) || error.code === 'ERR_FS_EISDIR' || error.code === 'EISDIR') return;
         throw wrapFsError(error, `cannot remove ${key} from ${this.description}`);
       });
       dirs.add(dirname(path));
@@ -110,6 +121,12 @@ export class LocalRepository implements Repository {
   }
 
   async close(): Promise<void> {}
+}
+
+/** ENOENT, or ENOTDIR when a parent of the path is a file ("a/b" while "a" is an object): no such object. */
+function isMissing(error: unknown): boolean {
+  const code = (error as NodeJS.ErrnoException)?.code;
+  return code === 'ENOENT' || code === 'ENOTDIR';
 }
 
 async function syncPath(path: string, flags: string): Promise<void> {

@@ -62,6 +62,9 @@ export class S3Repository implements Repository {
   }
 
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<PutResult> {
+    // When the source fails, Upload aborts the multipart upload; if that abort fails too (s3rver answers
+    // 405, or the endpoint is gone), Upload rejects with the abort's error. Report the source's error.
+    let sourceError: unknown;
     try {
       if (Buffer.isBuffer(body)) {
         await this.client.send(new PutObjectCommand({
@@ -72,7 +75,10 @@ export class S3Repository implements Repository {
       }
       const counter = new HashCounter(options.onProgress);
       const source = body.pipe(counter);
-      body.on('error', (error) => counter.destroy(error));
+      body.on('error', (error) => {
+        sourceError ??= error;
+        counter.destroy(error);
+      });
       const upload = new Upload({
         client: this.client,
         params: {Bucket: this.settings.bucket, Key: this.keyOf(key), Body: source},
@@ -83,7 +89,7 @@ export class S3Repository implements Repository {
       await upload.done();
       return {key, sizeBytes: counter.bytes, sha256: counter.digest(), modified: new Date()};
     } catch (error) {
-      throw this.wrap(error, `cannot write ${key}`);
+      throw this.wrap(sourceError ?? error, `cannot write ${key}`);
     }
   }
 
