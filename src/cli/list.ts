@@ -2,7 +2,7 @@
 
 import type {Command} from 'commander';
 import {readCatalog, type BackupManifest} from '../backup/manifest.js';
-import {computeWindow, type RecoverableWindow} from '../restore/window.js';
+import type {RecoverableWindow} from '../restore/window.js';
 import {formatBytes} from '../util/progress.js';
 import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
 
@@ -12,6 +12,7 @@ export function registerListCommand(program: Command, io: Io, globals: () => Glo
     .action(async () => {
       await withContext(globals(), io, async ({policy, repo}) => {
         const catalog = await readCatalog(repo, (key, error) => io.stderr.write(`pgbk: warning: skipping ${key}: ${error.message}\n`));
+        const {computeWindow} = await import('../restore/window.js');
         const window = policy.strategy === 'dump'
           ? undefined
           : await computeWindow(repo, catalog, {binDir: policy.postgres.binDir, commitTimes: true});

@@ -5,7 +5,6 @@ import {NothingToRestoreError, TargetError, UsageError} from '../errors.js';
 import {readCatalog} from '../backup/manifest.js';
 import {planRestore, type RestorePlan} from '../restore/plan.js';
 import {describeTarget, parseTarget, targetToJson, type TargetOptions} from '../restore/target.js';
-import {computeWindow} from '../restore/window.js';
 import {formatBytes} from '../util/progress.js';
 import {redactUrl} from '../pg/conninfo.js';
 import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
@@ -57,6 +56,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         // Check everything before writing anything.
         const state = await checkDestination(options.to, Boolean(options.force));
         const catalog = await readCatalog(repo);
+        const {computeWindow} = await import('../restore/window.js');
         const window = await computeWindow(repo, catalog, {binDir: policy.postgres.binDir, commitTimes: target.kind === 'time'});
         const plan = planRestore(catalog, target, {backupId: options.backup, window});
         if (options.dryRun) {

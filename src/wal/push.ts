@@ -4,11 +4,14 @@ import {createReadStream} from 'node:fs';
 import {stat} from 'node:fs/promises';
 import {basename} from 'node:path';
 import {pipeline} from 'node:stream/promises';
-import {createGzip, constants as zlibConstants} from 'node:zlib';
-import {WalConflictError, PgbkError, RepositoryError} from '../errors.js';
+import {createGzip, gzip} from 'node:zlib';
+import {readFile} from 'node:fs/promises';
+import {promisify} from 'node:util';
+import type {Readable} from 'node:stream';
+import {WalConflictError, PgbkError} from '../errors.js';
 import {walObjectKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
-import {HashCounter} from '../util/streams.js';
+import {HashCounter, sha256Hex} from '../util/streams.js';
 import {findArchived} from './archive.js';
 import {parseWalFileName} from './name.js';
 
@@ -21,6 +24,10 @@ export interface PushResult {
   /** True when the same content was archived already (a retry by PostgreSQL, or two nodes archiving). */
   alreadyArchived: boolean;
 }
+
+const gzipAsync = promisify(gzip);
+/** Files up to this size are read into memory once; larger ones stream (two passes). */
+const MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 
 export interface PushOptions {
   compressionLevel: number;
@@ -36,13 +43,31 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
   const info = await stat(walPath).catch((error: NodeJS.ErrnoException) => {
     throw new WalFileUnreadableError(`cannot read WAL file ${walPath}: ${error.code ?? error.message}`);
   });
-  // Checksum the file and look for an archived copy at the same time.
-  const [sha256, existing] = await Promise.all([hashFile(walPath), findArchived(repo, walFile)]);
+  // Look for an archived copy while the file is read, checksummed and compressed.
+  const lookup = findArchived(repo, walFile);
+  lookup.catch(() => undefined);
+  let sha256: string;
+  let body: Buffer | Readable;
+  if (info.size <= MAX_BUFFERED_BYTES) {
+    // One read; the checksum (this thread) and gzip (libuv's pool) run side by side. Memory is bounded by the
+    // segment size, whatever the number of segments.
+    const data = await readFile(walPath);
+    const compressed = gzipAsync(data, {level: options.compressionLevel});
+    sha256 = sha256Hex(data);
+    body = await compressed;
+  } else {
+    // Very large segments (wal_segment_size up to 1 GB): checksum pass, then stream the compressed file.
+    sha256 = await hashFile(walPath);
+    body = createReadStream(walPath, {highWaterMark: 1024 * 1024}).pipe(createGzip({level: options.compressionLevel}));
+  }
+  const existing = await lookup;
   const same = existing.find((copy) => copy.sha256 === sha256);
   if (same) {
+    if (!Buffer.isBuffer(body)) body.destroy();
     return {walFile, key: same.key, sha256, sizeBytes: info.size, storedBytes: same.sizeBytes, alreadyArchived: true};
   }
   if (existing.length > 0) {
+    if (!Buffer.isBuffer(body)) body.destroy();
     throw new WalConflictError(
       `${walFile} is already archived in ${repo.description} with different content (sha256 ${existing[0]!.sha256}, this file ${sha256})`,
       'two servers may be archiving into one repository (split brain), or the repository belongs to another cluster; ' +
@@ -50,9 +75,7 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
     );
   }
   const key = walObjectKey(walFile, sha256, 'gz');
-  const gzip = createGzip({level: options.compressionLevel, memLevel: 9, strategy: zlibConstants.Z_DEFAULT_STRATEGY});
-  const compressed = createReadStream(walPath, {highWaterMark: 1024 * 1024}).pipe(gzip);
-  const stored = await repo.put(key, compressed);
+  const stored = await repo.put(key, body);
   return {walFile, key, sha256, sizeBytes: info.size, storedBytes: stored.sizeBytes, alreadyArchived: false};
 }
 
@@ -68,4 +91,3 @@ export class WalFileUnreadableError extends PgbkError {
   readonly code = 'wal.unreadable';
 }
 
-export {RepositoryError};

@@ -47,6 +47,36 @@ FilesystemStore.prototype.deleteObject = async function patchedDeleteObject(...a
     throw err;
   }
 };
+
+// Third: s3rver lists keys in directory-walk order (readdir order, and "a/1" before "a-1" because "a/" is
+// walked as a directory), S3 in UTF-8 byte order. List everything under the prefix, sort, then apply
+// startAfter/delimiter/maxKeys the way the original does (maxKeys counts keys; the last key is the
+// continuation point).
+const byteOrder = (a, b) => Buffer.compare(Buffer.from(a), Buffer.from(b));
+const listObjects = FilesystemStore.prototype.listObjects;
+FilesystemStore.prototype.listObjects = async function sortedListObjects(bucket, listOptions) {
+  const {delimiter = '', startAfter = '', prefix = '', maxKeys = Infinity} = listOptions;
+  const all = await listObjects.call(this, bucket, {prefix});
+  const commonPrefixes = new Set();
+  const objects = [];
+  let isTruncated = false;
+  for (const object of all.objects.sort((a, b) => byteOrder(a.key, b.key))) {
+    if (byteOrder(object.key, startAfter) <= 0) continue;
+    const idx = delimiter ? object.key.indexOf(delimiter, prefix.length) : -1;
+    if (idx !== -1) {
+      commonPrefixes.add(object.key.slice(0, idx + delimiter.length));
+      continue;
+    }
+    if (objects.length < maxKeys) {
+      objects.push(object);
+    } else {
+      isTruncated = true;
+      break;
+    }
+  }
+  return {objects, commonPrefixes: [...commonPrefixes].sort(byteOrder), isTruncated};
+};
+
 const options = JSON.parse(process.argv[2] ?? '{}');
 const server = new S3rver({
   address: options.address ?? '127.0.0.1',

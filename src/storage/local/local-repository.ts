@@ -3,11 +3,11 @@
 import {createWriteStream} from 'node:fs';
 import {mkdir, open, readdir, rename, rm, stat, unlink} from 'node:fs/promises';
 import {dirname, join} from 'node:path';
-import {Readable} from 'node:stream';
+import type {Readable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import {randomBytes} from 'node:crypto';
 import {ObjectNotFoundError, RepositoryError, AssertError} from '../../errors.js';
-import {HashCounter} from '../../util/streams.js';
+import {HashCounter, sha256Hex} from '../../util/streams.js';
 import type {PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
 
 const TEMP_MARK = '.pgbk-tmp-';
@@ -33,16 +33,28 @@ export class LocalRepository implements Repository {
     const counter = new HashCounter(options.onProgress);
     try {
       await mkdir(dir, {recursive: true});
-      const source = Buffer.isBuffer(body) ? Readable.from([body]) : body;
-      await pipeline(source, counter, createWriteStream(temp, {flags: 'wx', mode: 0o640}));
-      // fsync the file's data before it becomes visible under its name, then the directory entry.
-      await syncPath(temp, 'r');
+      if (Buffer.isBuffer(body)) {
+        const handle = await open(temp, 'wx', 0o640);
+        try {
+          await handle.writeFile(body);
+          await handle.sync();
+        } finally {
+          await handle.close();
+        }
+        options.onProgress?.(body.length);
+      } else {
+        await pipeline(body, counter, createWriteStream(temp, {flags: 'wx', mode: 0o640}));
+        // fsync the file's data before it becomes visible under its name.
+        await syncPath(temp, 'r');
+      }
       await rename(temp, path);
+      // fsync the directory, so the new name survives a crash too.
       await syncPath(dir, 'r');
     } catch (error) {
       await unlink(temp).catch(() => undefined);
       throw wrapFsError(error, `cannot write ${key} to ${this.description}`);
     }
+    if (Buffer.isBuffer(body)) return {key, sizeBytes: body.length, sha256: sha256Hex(body), modified: new Date()};
     return {key, sizeBytes: counter.bytes, sha256: counter.digest(), modified: new Date()};
   }
 
