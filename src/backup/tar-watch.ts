@@ -5,6 +5,7 @@
 import {Transform, type TransformCallback} from 'node:stream';
 
 const BLOCK = 512;
+const EMPTY = Buffer.alloc(0);
 
 export interface WatchedFile {
   name: string;
@@ -19,7 +20,8 @@ export class TarWatcher extends Transform {
   /** Bytes of the current entry's data (plus padding) still to pass. */
   private remaining = 0;
   private padding = 0;
-  private current?: {name: string; sizeBytes: number; chunks: Buffer[]; kept: number};
+  /** `chunks` from index `head` on are kept (dropping by index: Array.shift is linear, quadratic with small chunks). */
+  private current?: {name: string; sizeBytes: number; chunks: Buffer[]; head: number; kept: number};
   private ended = false;
   /** Bytes that passed through (the uncompressed size of the archive). */
   bytes = 0;
@@ -78,23 +80,29 @@ export class TarWatcher extends Transform {
     const sizeBytes = parseSize(block.subarray(124, 136));
     this.remaining = sizeBytes;
     this.padding = (BLOCK - (sizeBytes % BLOCK)) % BLOCK;
-    this.current = this.wanted.has(fullName) ? {name: fullName, sizeBytes, chunks: [], kept: 0} : undefined;
+    this.current = this.wanted.has(fullName) ? {name: fullName, sizeBytes, chunks: [], head: 0, kept: 0} : undefined;
     if (sizeBytes === 0) this.finishEntry();
   }
 
   private collect(data: Buffer): void {
     if (!this.current) return;
-    this.current.chunks.push(Buffer.from(data));
-    this.current.kept += data.length;
+    const current = this.current;
+    current.chunks.push(Buffer.from(data));
+    current.kept += data.length;
     // Keep only the tail of large files (backup_manifest lists every file; its WAL-Ranges come last).
-    while (this.current.kept - (this.current.chunks[0]?.length ?? 0) >= this.keepBytes) {
-      this.current.kept -= this.current.chunks.shift()!.length;
+    while (current.kept - current.chunks[current.head]!.length >= this.keepBytes) {
+      current.kept -= current.chunks[current.head]!.length;
+      current.chunks[current.head++] = EMPTY;
+    }
+    if (current.head >= 1024 && current.head * 2 >= current.chunks.length) {
+      current.chunks = current.chunks.slice(current.head);
+      current.head = 0;
     }
   }
 
   private finishEntry(): void {
     if (this.current) {
-      this.files.set(this.current.name, {name: this.current.name, sizeBytes: this.current.sizeBytes, content: Buffer.concat(this.current.chunks)});
+      this.files.set(this.current.name, {name: this.current.name, sizeBytes: this.current.sizeBytes, content: Buffer.concat(this.current.chunks.slice(this.current.head))});
     }
     this.current = undefined;
   }

@@ -71,7 +71,8 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
   const data = doc.toJS() ?? {};
   const parsed = policySchema.safeParse(data);
   if (!parsed.success) {
-    const issue = parsed.error.issues[0]!;
+    // An unknown key first: "repositories:" should be reported as unknown, not as a missing "repository".
+    const issue = parsed.error.issues.find((candidate) => candidate.code === 'unrecognized_keys') ?? parsed.error.issues[0]!;
     let path = issue.path.map(String);
     let message = issue.message;
     if (issue.code === 'unrecognized_keys') {

@@ -5,7 +5,7 @@ import type {BackupManifest} from '../backup/manifest.js';
 import type {Repository} from '../storage/repository.js';
 import {listArchived, type ArchivedWalFile} from '../wal/archive.js';
 import {parseLsn, formatLsn, type Lsn} from '../wal/lsn.js';
-import {DEFAULT_SEGMENT_SIZE, parseWalFileName, segmentNumberOf, segmentStartLsn} from '../wal/name.js';
+import {DEFAULT_SEGMENT_SIZE, parseWalFileName, segmentName, segmentNumberOf, segmentStartLsn} from '../wal/name.js';
 import {lastCommitInSegment, type CommitInfo} from '../wal/waldump.js';
 
 export interface RecoverableWindow {
@@ -55,7 +55,7 @@ export async function computeWindow(repo: Repository, backups: BackupManifest[],
     const segno = segmentNumberOf(file.walFile, segmentSize);
     if (name.timeline === startTimeline && segno < startSegno) continue;
     if (previous && previous.timeline === name.timeline && segno > previous.segno + 1n) {
-      window.gap = {missing: nextName(file.walFile, previous.segno + 1n), after: reachable!.walFile};
+      window.gap = {missing: nextName(file.walFile, previous.segno + 1n, segmentSize), after: reachable!.walFile};
       continue;
     }
     if (!previous && !(name.timeline === startTimeline && segno === startSegno)) {
@@ -64,7 +64,7 @@ export async function computeWindow(repo: Repository, backups: BackupManifest[],
     }
     // A new timeline continues from its switch point: segments from there on are on the new timeline.
     if (previous && name.timeline !== previous.timeline && segno > previous.segno + 1n) {
-      window.gap = {missing: nextName(file.walFile, previous.segno + 1n), after: reachable!.walFile};
+      window.gap = {missing: nextName(file.walFile, previous.segno + 1n, segmentSize), after: reachable!.walFile};
       continue;
     }
     previous = {timeline: name.timeline, segno};
@@ -91,10 +91,8 @@ export async function computeWindow(repo: Repository, backups: BackupManifest[],
   return window;
 }
 
-function nextName(sameTimelineAs: string, segno: bigint): string {
-  const perId = 0x100000000n / BigInt(DEFAULT_SEGMENT_SIZE);
-  const hex = (value: bigint) => value.toString(16).toUpperCase().padStart(8, '0');
-  return `${sameTimelineAs.slice(0, 8)}${hex(segno / perId)}${hex(segno % perId)}`;
+function nextName(sameTimelineAs: string, segno: bigint, segmentSize: number): string {
+  return segmentName(Number.parseInt(sameTimelineAs.slice(0, 8), 16), segno, segmentSize);
 }
 
 export function lsnOf(text: string | undefined): Lsn | undefined {

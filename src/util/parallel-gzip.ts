@@ -1,0 +1,65 @@
+// Gzip on every core: the input is cut into blocks compressed independently (libuv's thread pool) and written in
+// order as consecutive gzip members — one valid gzip stream (RFC 1952 allows members back to back; gunzip,
+// zcat and Node's createGunzip read them all). Memory: at most `parallelism` blocks in flight.
+
+import {Transform, type TransformCallback} from 'node:stream';
+import {gzip} from 'node:zlib';
+import {promisify} from 'node:util';
+import {availableParallelism} from 'node:os';
+
+const gzipAsync = promisify(gzip);
+
+export interface ParallelGzipOptions {
+  level: number;
+  blockBytes?: number;
+  parallelism?: number;
+}
+
+export class ParallelGzip extends Transform {
+  private readonly blockBytes: number;
+  private readonly parallelism: number;
+  private pending: Buffer[] = [];
+  private pendingBytes = 0;
+  /** Blocks being compressed, in input order. */
+  private readonly inFlight: Array<Promise<Buffer>> = [];
+
+  constructor(private readonly options: ParallelGzipOptions) {
+    super();
+    this.blockBytes = options.blockBytes ?? 4 * 1024 * 1024;
+    this.parallelism = options.parallelism ?? Math.max(2, Math.min(4, availableParallelism()));
+  }
+
+  override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
+    this.pending.push(chunk);
+    this.pendingBytes += chunk.length;
+    if (this.pendingBytes < this.blockBytes) {
+      callback();
+      return;
+    }
+    const block = Buffer.concat(this.pending, this.pendingBytes);
+    this.pending = [];
+    this.pendingBytes = 0;
+    this.submit(block).then(() => callback(), callback);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    const tail = this.pendingBytes > 0 ? Buffer.concat(this.pending, this.pendingBytes) : undefined;
+    this.pending = [];
+    (async () => {
+      if (tail) this.inFlight.push(this.compress(tail));
+      while (this.inFlight.length > 0) this.push(await this.inFlight.shift()!);
+    })().then(() => callback(), callback);
+  }
+
+  /** Queues a block; waits (back-pressure) while `parallelism` blocks are in flight, emitting finished ones in order. */
+  private async submit(block: Buffer): Promise<void> {
+    this.inFlight.push(this.compress(block));
+    while (this.inFlight.length >= this.parallelism) this.push(await this.inFlight.shift()!);
+  }
+
+  private compress(block: Buffer): Promise<Buffer> {
+    const promise = gzipAsync(block, {level: this.options.level});
+    promise.catch(() => undefined); // surfaced when awaited in order
+    return promise;
+  }
+}
