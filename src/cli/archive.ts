@@ -1,7 +1,8 @@
 // archive-push and archive-get: what PostgreSQL runs as archive_command and restore_command.
 
 import {existsSync} from 'node:fs';
-import {join, resolve} from 'node:path';
+import {dirname, join, resolve} from 'node:path';
+import {fileURLToPath} from 'node:url';
 import type {Command} from 'commander';
 import {CorruptObjectError, RecoveryAbortError, RepositoryError} from '../errors.js';
 import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
@@ -24,12 +25,24 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
     .argument('<wal-name>', 'WAL file name (%f)')
     .argument('<dest-path>', 'where PostgreSQL wants it (%p)')
     .action(async (walName: string, destPath: string) => {
-      const {getWalFile} = await import('../wal/get.js');
       const {parseWalFileName} = await import('../wal/name.js');
       parseWalFileName(walName);
+      const dest = resolve(io.cwd, destPath);
+      const prefetch = await import('../wal/prefetch.js');
+      const spool = prefetch.spoolOf(io.cwd);
+      const startPrefetcher = (fromSegment: string) => prefetch.spawnPrefetcher({
+        execPath: process.execPath, script: pgbkScript(), cwd: io.cwd,
+        policyArgs: [...(globals().policy ? ['--policy', globals().policy!] : []), ...(globals().policies ? ['--policies', globals().policies!] : [])],
+      }, fromSegment);
+      // Fetched ahead by the prefetcher and verified then: no repository access at all.
+      if (spool && (await prefetch.takeFromSpool(spool, walName, dest))) {
+        await prefetch.planPrefetch(spool, walName, startPrefetcher);
+        return;
+      }
+      const {getWalFile} = await import('../wal/get.js');
       await withContext(globals(), io, async ({repo}) => {
         try {
-          await getWalFile(repo, walName, resolve(io.cwd, destPath));
+          await getWalFile(repo, walName, dest);
         } catch (error) {
           // A repository that cannot be read must not look like the end of the archive: PostgreSQL would stop
           // recovery early, at the wrong point, and promote. Exit 126 aborts recovery instead. A standby falls
@@ -40,5 +53,23 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
           throw error;
         }
       });
+      if (spool) await prefetch.planPrefetch(spool, walName, startPrefetcher);
     });
+
+  program.command('archive-prefetch', {hidden: true})
+    .description('internal: fetch the segments after <from-segment> into the spool of the data directory it runs in')
+    .argument('<from-segment>')
+    .action(async (fromSegment: string) => {
+      const {parseWalFileName} = await import('../wal/name.js');
+      if (parseWalFileName(fromSegment).kind !== 'segment') return;
+      const {runPrefetcher} = await import('../wal/prefetch.js');
+      await withContext(globals(), io, async ({repo}) => {
+        await runPrefetcher(repo, io.cwd, fromSegment);
+      });
+    });
+}
+
+/** bin/pgbk of this installation, by absolute path. */
+function pgbkScript(): string {
+  return resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', 'bin', 'pgbk');
 }

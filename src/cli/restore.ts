@@ -18,6 +18,8 @@ interface RestoreOptions extends TargetOptions {
   dryRun?: boolean;
   force?: boolean;
   timeout?: string;
+  targetTimeline?: string;
+  archiveMode?: 'preserve' | 'off';
 }
 
 export function addTargetOptions(command: Command): Command {
@@ -35,6 +37,9 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
     .option('--to <dir>', 'data directory to create (physical strategies)')
     .option('--to-db <conninfo>', 'database to restore a dump into (dump strategy)')
     .option('--backup <id>', 'restore this backup instead of the newest one that finished before the target')
+    .addOption(new Option('--archive-mode <mode>', 'preserve: the restored server archives (its new timeline) with the original archive_command; off: it does not')
+      .choices(['preserve', 'off']).default('preserve'))
+    .option('--target-timeline <tli>', 'timeline to recover along: a number, current (the backup\'s) or latest (default)', 'latest')
     .option('--start', 'start the restored server, wait until it reaches the target and is promoted')
     .addOption(new Option('--port <n>', 'port for --start').default('5432'))
     .option('--timeout <seconds>', 'with --start: how long to wait for recovery', '3600')
@@ -42,6 +47,10 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
     .option('--force', 'replace the contents of a non-empty --to')
     .action(async (options: RestoreOptions) => {
       const target = parseTarget(options);
+      const timeline = options.targetTimeline ?? 'latest';
+      if (!/^(latest|current|[1-9]\d{0,9})$/.test(timeline)) {
+        throw new TargetError(`--target-timeline "${timeline}" is not a timeline`, 'give a timeline number (as in pgbk list), current or latest');
+      }
       if (options.to && options.toDb) throw new UsageError('give either --to (physical backups) or --to-db (dumps), not both');
       const port = Number(options.port);
       if (options.start && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new UsageError(`--port "${options.port}" is not a port number`);
@@ -63,7 +72,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
           renderPlan(plan, options.to, io, globals().json);
           return;
         }
-        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state);
+        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: timeline, archiveMode: options.archiveMode ?? 'preserve'});
         let started;
         if (options.start) {
           const {startRestored} = await import('../restore/start.js');

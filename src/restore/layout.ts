@@ -54,7 +54,19 @@ export interface LayoutResult {
   fetchMs: number;
 }
 
-export async function layOutDataDirectory(repo: Repository, policy: Policy, plan: RestorePlan, dir: string, state: 'absent' | 'empty' | 'non-empty'): Promise<LayoutResult> {
+export interface RecoveryOptions {
+  /** recovery_target_timeline: latest (default), current, or a number. */
+  targetTimeline: string;
+  /**
+   * preserve: the restored server keeps the original archive_command, so once promoted it archives its new timeline
+   * into the repository (what a replacement primary needs). off: archive_mode = off, for side copies and drills,
+   * whose timelines would otherwise become "latest" for later restores.
+   */
+  archiveMode: 'preserve' | 'off';
+}
+
+export async function layOutDataDirectory(repo: Repository, policy: Policy, plan: RestorePlan, dir: string, state: 'absent' | 'empty' | 'non-empty',
+  recovery: RecoveryOptions = {targetTimeline: 'latest', archiveMode: 'preserve'}): Promise<LayoutResult> {
   const dataDir = resolve(dir);
   if (state === 'non-empty') await emptyDirectory(dataDir);
   await mkdir(dataDir, {recursive: true, mode: 0o700});
@@ -79,7 +91,7 @@ export async function layOutDataDirectory(repo: Repository, policy: Policy, plan
     throw new RestoreError(`cannot unpack backup ${plan.backup.id} into ${dataDir}: ${(error as {shortMessage?: string}).shortMessage ?? (error as Error).message}`, undefined, {cause: error});
   }
   const fetchMs = Date.now() - started;
-  await writeRecoveryConfig(policy, plan, dataDir);
+  await writeRecoveryConfig(policy, plan, dataDir, recovery);
   return {dataDir, fetchedBytes, fetchMs};
 }
 
@@ -97,7 +109,7 @@ function shellWord(word: string): string {
   return /^[A-Za-z0-9_./:=@%+-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-async function writeRecoveryConfig(policy: Policy, plan: RestorePlan, dataDir: string): Promise<void> {
+async function writeRecoveryConfig(policy: Policy, plan: RestorePlan, dataDir: string, recovery: RecoveryOptions): Promise<void> {
   for (const stale of ['postmaster.pid', 'postmaster.opts', 'standby.signal', 'recovery.signal']) {
     await rm(join(dataDir, stale), {force: true});
   }
@@ -106,8 +118,9 @@ async function writeRecoveryConfig(policy: Policy, plan: RestorePlan, dataDir: s
   const settings: Record<string, string> = {
     restore_command: restoreCommand,
     ...recoverySettings(plan.target),
-    recovery_target_timeline: 'latest',
+    recovery_target_timeline: recovery.targetTimeline,
   };
+  if (recovery.archiveMode === 'off') settings.archive_mode = 'off';
   // Never stay paused at the target: promote, so the server accepts writes once it is there.
   if (plan.target.kind !== 'latest') settings.recovery_target_action = 'promote';
   const lines = [

@@ -1,7 +1,8 @@
 // --start: start the restored server, wait until recovery reaches its target and the server is promoted, and
 // report the point reached from the server's own log.
 
-import {readFile} from 'node:fs/promises';
+import {readFile, rm} from 'node:fs/promises';
+import {SPOOL_DIR} from '../wal/prefetch.js';
 import {join} from 'node:path';
 import {execa} from 'execa';
 import {RestoreError} from '../errors.js';
@@ -41,7 +42,11 @@ export async function startRestored(options: StartOptions): Promise<StartResult>
   for (;;) {
     const log = await readFile(logFile, 'utf8').catch(() => '');
     const promoted = /archive recovery complete|selected new timeline ID/.test(log) && /database system is ready to accept connections/.test(log.slice(log.search(/archive recovery complete|selected new timeline ID/)));
-    if (promoted) return {...readPoint(log), port: options.port, logFile, replayMs: Date.now() - started};
+    if (promoted) {
+      // What the look-ahead fetched beyond the target is of no use now.
+      await rm(join(options.dataDir, SPOOL_DIR), {recursive: true, force: true}).catch(() => undefined);
+      return {...readPoint(log), port: options.port, logFile, replayMs: Date.now() - started};
+    }
     if (/FATAL|PANIC/.test(log) && !(await isRunning(options))) {
       throw new RestoreError(`the restored server stopped during recovery:\n${lastLines(log, 8)}`,
         'the target may lie beyond the archived WAL, or a WAL file is missing or corrupt (pgbk verify checks the archive)');
