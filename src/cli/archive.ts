@@ -1,7 +1,7 @@
 // archive-push and archive-get: what PostgreSQL runs as archive_command and restore_command.
 
 import {existsSync} from 'node:fs';
-import {dirname, join, resolve} from 'node:path';
+import {basename, dirname, join, resolve} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import type {Command} from 'commander';
 import {CorruptObjectError, RecoveryAbortError, RepositoryError} from '../errors.js';
@@ -11,12 +11,41 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
   program.command('archive-push')
     .description("archive one WAL file (archive_command = 'pgbk archive-push --policy P %p')")
     .argument('<wal-path>', 'path of the WAL file (%p)')
-    .action(async (walPath: string) => {
+    .action(async (walPathArg: string) => {
+      const walPath = resolve(io.cwd, walPathArg);
+      const walFile = basename(walPath);
+      (await import('../wal/name.js')).parseWalFileName(walFile);
+      const ahead = await import('../wal/push-ahead.js');
+      const {resolvePolicyPath} = await import('../policy/load.js');
+      const policyFile = resolvePolicyPath({policy: globals().policy, policiesDir: globals().policies, env: io.env, cwd: io.cwd});
+      const markers = ahead.pushedDirOf(io.cwd);
+      const startPusher = async () => {
+        if (!markers || (await ahead.pusherRunning(markers))) return;
+        if ((await ahead.readyBacklog(io.cwd, walFile)).length === 0) return;
+        ahead.spawnPusher({execPath: process.execPath, script: pgbkScript(), cwd: io.cwd, policyArgs: policyArgs(globals())}, walFile);
+      };
+      // Archived already by the background pusher, and this is the very file it archived.
+      if (markers && (await ahead.takePushedMarker(markers, walPath, walFile, policyFile))) {
+        await startPusher();
+        if (globals().json) printJson(io, {walFile, alreadyArchived: true, pushedAhead: true});
+        return;
+      }
       const {pushWalFile} = await import('../wal/push.js');
       await withContext(globals(), io, async ({policy, repo}) => {
-        const result = await pushWalFile(repo, resolve(io.cwd, walPath), {compressionLevel: policy.backup.compressionLevel});
+        const result = await pushWalFile(repo, walPath, {compressionLevel: policy.backup.compressionLevel});
         if (globals().json) printJson(io, result);
         else if (result.alreadyArchived) io.stderr.write(`pgbk: warning: ${result.walFile} was already archived with the same content\n`);
+      });
+      await startPusher();
+    });
+
+  program.command('archive-push-ahead', {hidden: true})
+    .description('internal: archive the .ready segments after <segment> of the data directory it runs in, in parallel')
+    .argument('<segment>')
+    .action(async (after: string) => {
+      const {runPusher} = await import('../wal/push-ahead.js');
+      await withContext(globals(), io, async ({policy, repo}) => {
+        await runPusher(repo, io.cwd, after, policy.file, {compressionLevel: policy.backup.compressionLevel});
       });
     });
 
@@ -32,7 +61,7 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
       const spool = prefetch.spoolOf(io.cwd);
       const startPrefetcher = (fromSegment: string) => prefetch.spawnPrefetcher({
         execPath: process.execPath, script: pgbkScript(), cwd: io.cwd,
-        policyArgs: [...(globals().policy ? ['--policy', globals().policy!] : []), ...(globals().policies ? ['--policies', globals().policies!] : [])],
+        policyArgs: policyArgs(globals()),
       }, fromSegment);
       // Fetched ahead by the prefetcher and verified then: no repository access at all.
       if (spool && (await prefetch.takeFromSpool(spool, walName, dest))) {
@@ -67,6 +96,10 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
         await runPrefetcher(repo, io.cwd, fromSegment);
       });
     });
+}
+
+function policyArgs(options: GlobalOptions): string[] {
+  return [...(options.policy ? ['--policy', options.policy] : []), ...(options.policies ? ['--policies', options.policies] : [])];
 }
 
 /** bin/pgbk of this installation, by absolute path. */

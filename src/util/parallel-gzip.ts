@@ -63,3 +63,13 @@ export class ParallelGzip extends Transform {
     return promise;
   }
 }
+
+/** Gzip of a buffer already in memory, in independent members compressed side by side. */
+export async function gzipBufferParallel(data: Buffer, level: number, blockBytes = 4 * 1024 * 1024): Promise<Buffer> {
+  if (data.length <= blockBytes) return gzipAsync(data, {level});
+  const blocks: Array<Promise<Buffer>> = [];
+  for (let offset = 0; offset < data.length; offset += blockBytes) {
+    blocks.push(gzipAsync(data.subarray(offset, offset + blockBytes), {level}));
+  }
+  return Buffer.concat(await Promise.all(blocks));
+}

@@ -4,14 +4,14 @@ import {createReadStream} from 'node:fs';
 import {stat} from 'node:fs/promises';
 import {basename} from 'node:path';
 import {pipeline} from 'node:stream/promises';
-import {createGzip, gzip} from 'node:zlib';
+import {createGzip} from 'node:zlib';
 import {readFile} from 'node:fs/promises';
-import {promisify} from 'node:util';
 import type {Readable} from 'node:stream';
 import {WalConflictError, PgbkError} from '../errors.js';
 import {walObjectKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
 import {HashCounter, sha256Hex} from '../util/streams.js';
+import {gzipBufferParallel} from '../util/parallel-gzip.js';
 import {findArchived} from './archive.js';
 import {parseWalFileName} from './name.js';
 
@@ -25,7 +25,6 @@ export interface PushResult {
   alreadyArchived: boolean;
 }
 
-const gzipAsync = promisify(gzip);
 /** Files up to this size are read into memory once; larger ones stream (two passes). */
 const MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 
@@ -52,7 +51,7 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
     // One read; the checksum (this thread) and gzip (libuv's pool) run side by side. Memory is bounded by the
     // segment size, whatever the number of segments.
     const data = await readFile(walPath);
-    const compressed = gzipAsync(data, {level: options.compressionLevel});
+    const compressed = gzipBufferParallel(data, options.compressionLevel);
     sha256 = sha256Hex(data);
     body = await compressed;
   } else {

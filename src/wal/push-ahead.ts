@@ -1,0 +1,135 @@
+// Look-ahead for archive_command. PostgreSQL archives one segment at a time, each through a new pgbk process;
+// with a backlog of .ready segments that caps throughput at one process start plus one upload per segment. So
+// when archive-push sees a backlog it starts one background pusher that archives the other .ready segments in
+// parallel and leaves a marker (the segment's SHA-256) for each once it is durably stored. When PostgreSQL then
+// asks for such a segment, archive-push only checks the file against its marker — no repository access.
+
+import {spawn} from 'node:child_process';
+import {existsSync} from 'node:fs';
+import {mkdir, open, readdir, readFile, rename, unlink, writeFile} from 'node:fs/promises';
+import {createHash} from 'node:crypto';
+import {join} from 'node:path';
+import type {Repository} from '../storage/repository.js';
+import {pushWalFile, type PushOptions} from './push.js';
+
+export const PUSHED_DIR = join('pg_wal', 'pgbk-spool', 'pushed');
+const LOCK_NAME = '.pusher.lock';
+const SEGMENT_RE = /^[0-9A-F]{24}$/;
+
+export interface PushAheadSettings {
+  parallel: number;
+  /** Segments one pusher archives before it exits (the next archive-push starts another if needed). */
+  max: number;
+}
+
+export const DEFAULT_PUSH_AHEAD: PushAheadSettings = {parallel: 4, max: 256};
+
+/** The markers folder of the data directory archive_command runs in, or undefined outside one. */
+export function pushedDirOf(cwd: string): string | undefined {
+  return existsSync(join(cwd, 'PG_VERSION')) && existsSync(join(cwd, 'pg_wal', 'archive_status')) ? join(cwd, PUSHED_DIR) : undefined;
+}
+
+function markerText(sha256: string, policyFile: string): string {
+  return `${sha256}\n${policyFile}\n`;
+}
+
+/**
+ * True when the background pusher already archived this very file (same SHA-256, same policy file); the marker
+ * is consumed. A marker that does not match is removed, and the caller archives the file itself.
+ */
+export async function takePushedMarker(dir: string, walPath: string, walFile: string, policyFile: string): Promise<boolean> {
+  const marker = join(dir, walFile);
+  const text = await readFile(marker, 'utf8').catch(() => undefined);
+  if (text === undefined) return false;
+  let matches = false;
+  try {
+    const data = await readFile(walPath);
+    matches = text === markerText(createHash('sha256').update(data).digest('hex'), policyFile);
+  } catch {
+    matches = false;
+  }
+  await unlink(marker).catch(() => undefined);
+  return matches;
+}
+
+/**
+ * Segments waiting for archive_command (.ready) after `after` (the one PostgreSQL is archiving now: it archives
+ * in order), oldest first, without those already pushed ahead.
+ */
+export async function readyBacklog(cwd: string, after: string): Promise<string[]> {
+  const status = join(cwd, 'pg_wal', 'archive_status');
+  const dir = join(cwd, PUSHED_DIR);
+  const pushed = new Set(await readdir(dir).catch(() => [] as string[]));
+  return (await readdir(status).catch(() => [] as string[]))
+    .filter((entry) => entry.endsWith('.ready'))
+    .map((entry) => entry.slice(0, -'.ready'.length))
+    .filter((name) => SEGMENT_RE.test(name) && name > after && !pushed.has(name))
+    .sort();
+}
+
+export async function pusherRunning(dir: string): Promise<boolean> {
+  const pid = Number((await readFile(join(dir, LOCK_NAME), 'utf8').catch(() => '')).trim());
+  if (!pid) return false;
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
+
+export function spawnPusher(argv: {execPath: string; script: string; policyArgs: string[]; cwd: string}, after: string): void {
+  spawn(argv.execPath, [argv.script, 'archive-push-ahead', after, ...argv.policyArgs], {cwd: argv.cwd, detached: true, stdio: 'ignore'}).unref();
+}
+
+/**
+ * The background pusher: archives .ready segments `parallel` at a time and marks each once durable. Stops when
+ * the backlog is empty, after `max` segments, or at the first failure (archive_command then reports it).
+ */
+export async function runPusher(repo: Repository, cwd: string, after: string, policyFile: string, options: PushOptions, settings = DEFAULT_PUSH_AHEAD): Promise<number> {
+  const dir = join(cwd, PUSHED_DIR);
+  await mkdir(dir, {recursive: true, mode: 0o700});
+  const lock = join(dir, LOCK_NAME);
+  const handle = await open(lock, 'wx', 0o600).catch(async () => {
+    if (await pusherRunning(dir)) return undefined;
+    await unlink(lock).catch(() => undefined);
+    return open(lock, 'wx', 0o600).catch(() => undefined);
+  });
+  if (!handle) return 0;
+  await handle.writeFile(String(process.pid));
+  await handle.close();
+  let pushed = 0;
+  let failed = false;
+  try {
+    await removeStaleMarkers(cwd, dir);
+    while (!failed && pushed < settings.max) {
+      const backlog = (await readyBacklog(cwd, after)).slice(0, settings.parallel);
+      if (backlog.length === 0) break;
+      await Promise.all(backlog.map(async (walFile) => {
+        try {
+          const result = await pushWalFile(repo, join(cwd, 'pg_wal', walFile), options);
+          const temp = join(dir, `.${walFile}.tmp`);
+          await writeFile(temp, markerText(result.sha256, policyFile));
+          await rename(temp, join(dir, walFile));
+          pushed++;
+        } catch {
+          // Archived meanwhile and recycled by PostgreSQL (file gone), or a real failure: either way archive-push
+          // handles this segment itself and reports what is wrong.
+          failed = true;
+        }
+      }));
+    }
+  } finally {
+    await removeStaleMarkers(cwd, dir).catch(() => undefined);
+    await unlink(lock).catch(() => undefined);
+  }
+  return pushed;
+}
+
+/** Markers of segments PostgreSQL has finished with (.done, or the file recycled). */
+async function removeStaleMarkers(cwd: string, dir: string): Promise<void> {
+  for (const entry of await readdir(dir).catch(() => [] as string[])) {
+    if (!SEGMENT_RE.test(entry)) continue;
+    if (!existsSync(join(cwd, 'pg_wal', 'archive_status', `${entry}.ready`))) await unlink(join(dir, entry)).catch(() => undefined);
+  }
+}
