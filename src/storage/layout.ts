@@ -60,3 +60,23 @@ export function manifestKey(backupId: string): string {
 export function backupIdFor(date: Date): string {
   return date.toISOString().replace(/[-:]/g, '').replace(/\.\d+Z$/, 'Z');
 }
+
+// Scheduler, retention and drill state (issue 3 and 4), next to the data it describes:
+//   locks/<job>.json                         a lease: one run of a job at a time, across processes and hosts
+//   jobs/<job>/last.json                     the last result of each scheduled job (backup, expire, drill)
+//   drills/<drill id>.json                   every drill report, ids sorting as time
+export const LOCK_PREFIX = 'locks/';
+export const JOB_PREFIX = 'jobs/';
+export const DRILL_PREFIX = 'drills/';
+
+export function lockKey(job: string): string {
+  return `${LOCK_PREFIX}${job}.json`;
+}
+
+export function jobResultKey(job: string): string {
+  return `${JOB_PREFIX}${job}/last.json`;
+}
+
+export function drillReportKey(drillId: string): string {
+  return `${DRILL_PREFIX}${drillId}.json`;
+}
