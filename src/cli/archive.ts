@@ -16,7 +16,7 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
       const walFile = basename(walPath);
       (await import('../wal/name.js')).parseWalFileName(walFile);
       const ahead = await import('../wal/push-ahead.js');
-      const {resolvePolicyPath} = await import('../policy/load.js');
+      const {resolvePolicyPath} = await import('../policy/locate.js');
       const policyFile = resolvePolicyPath({policy: globals().policy, policiesDir: globals().policies, env: io.env, cwd: io.cwd});
       const markers = ahead.pushedDirOf(io.cwd);
       const startPusher = async () => {

@@ -1,8 +1,6 @@
 // What every command gets: the policy, the repository, output helpers, the clock.
 
-import {loadPolicy} from '../policy/load.js';
 import type {Policy} from '../policy/types.js';
-import {openRepository} from '../storage/open.js';
 import type {Repository} from '../storage/repository.js';
 
 export interface GlobalOptions {
@@ -27,6 +25,8 @@ export interface CommandContext {
 }
 
 export async function openContext(options: GlobalOptions, io: Io): Promise<CommandContext> {
+  // Loaded on demand: archive-push's fast path never needs YAML or the schema.
+  const [{loadPolicy}, {openRepository}] = await Promise.all([import('../policy/load.js'), import('../storage/open.js')]);
   const policy = await loadPolicy({policy: options.policy, policiesDir: options.policies, env: io.env, cwd: io.cwd});
   const repo = await openRepository(policy.repository);
   return {policy, repo, io};

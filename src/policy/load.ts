@@ -1,42 +1,15 @@
 // Locates a policy file, reads it, expands ${ENV}, validates it and returns a frozen Policy.
 
 import {readFile, stat} from 'node:fs/promises';
-import {basename, extname, isAbsolute, join, resolve} from 'node:path';
-import {existsSync} from 'node:fs';
+import {basename} from 'node:path';
 import {isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode} from 'yaml';
 import {PolicyError} from '../errors.js';
 import {parseDuration} from './duration.js';
 import {policySchema, STRATEGY_OBJECTIVES} from './schema.js';
 import type {Policy} from './types.js';
+import {resolvePolicyPath, type PolicyLookup} from './locate.js';
 
-export interface PolicyLookup {
-  /** --policy: a name (looked up in the policies dir) or a path. */
-  policy?: string;
-  /** --policies: the policies dir. */
-  policiesDir?: string;
-  env: NodeJS.ProcessEnv;
-  cwd: string;
-}
-
-/** The policies directory: --policies, else PGBK_POLICIES, else ./policies, else /etc/pgbk/policies. */
-export function policiesDirectory(lookup: PolicyLookup): string {
-  if (lookup.policiesDir) return resolve(lookup.cwd, lookup.policiesDir);
-  if (lookup.env.PGBK_POLICIES) return resolve(lookup.cwd, lookup.env.PGBK_POLICIES);
-  const local = join(lookup.cwd, 'policies');
-  if (existsSync(local)) return local;
-  return '/etc/pgbk/policies';
-}
-
-export function resolvePolicyPath(lookup: PolicyLookup): string {
-  const ref = lookup.policy ?? lookup.env.PGBK_POLICY;
-  if (!ref) {
-    throw new PolicyError('no policy given', 'pass --policy <name|path> or set PGBK_POLICY');
-  }
-  if (ref.includes('/') || ['.yaml', '.yml'].includes(extname(ref))) {
-    return isAbsolute(ref) ? ref : resolve(lookup.cwd, ref);
-  }
-  return join(policiesDirectory(lookup), `${ref}.yaml`);
-}
+export {policiesDirectory, resolvePolicyPath, type PolicyLookup} from './locate.js';
 
 export async function loadPolicy(lookup: PolicyLookup): Promise<Policy> {
   const file = resolvePolicyPath(lookup);
@@ -109,6 +82,17 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
       compressionLevel: value.backup?.compression_level ?? 1,
     },
     dump: {tables: value.dump?.tables ?? []},
+    drill: {
+      checks: (value.drill?.checks ?? []).map((check, index) => ({
+        name: check.name ?? `check ${index + 1}`,
+        sql: check.sql,
+        ...(check.expect !== undefined ? {expect: String(check.expect)} : {}),
+        ...(check.min !== undefined ? {min: check.min} : {}),
+        ...(check.max !== undefined ? {max: check.max} : {}),
+      })),
+      heartbeat: value.drill?.heartbeat ?? false,
+      timeoutSeconds: parseDuration(value.drill?.timeout ?? '1h')!,
+    },
   };
   return deepFreeze(policy);
 }

@@ -32,7 +32,7 @@ export interface S3Settings {
 
 /** Objects at least this big (or of unknown size) go up as multipart uploads of this part size. */
 const PART_SIZE = 8 * 1024 * 1024;
-const UPLOAD_QUEUE = 4;
+const UPLOAD_QUEUE = 2;
 
 export class S3Repository implements Repository {
   readonly description: string;
