@@ -59,10 +59,10 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
       const dest = resolve(io.cwd, destPath);
       const prefetch = await import('../wal/prefetch.js');
       const spool = prefetch.spoolOf(io.cwd);
-      const startPrefetcher = (fromSegment: string) => prefetch.spawnPrefetcher({
+      const startPrefetcher = (requested: string) => prefetch.spawnPrefetcher({
         execPath: process.execPath, script: pgbkScript(), cwd: io.cwd,
         policyArgs: policyArgs(globals()),
-      }, fromSegment);
+      }, requested);
       // Fetched ahead by the prefetcher and verified then: no repository access at all.
       if (spool && (await prefetch.takeFromSpool(spool, walName, dest))) {
         await prefetch.planPrefetch(spool, walName, startPrefetcher);
@@ -86,14 +86,15 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
     });
 
   program.command('archive-prefetch', {hidden: true})
-    .description('internal: fetch the segments after <from-segment> into the spool of the data directory it runs in')
-    .argument('<from-segment>')
-    .action(async (fromSegment: string) => {
+    .description('internal: fetch the segments after <segment> into the spool of the data directory it runs in')
+    .argument('<segment>')
+    .action(async (requested: string) => {
       const {parseWalFileName} = await import('../wal/name.js');
-      if (parseWalFileName(fromSegment).kind !== 'segment') return;
-      const {runPrefetcher} = await import('../wal/prefetch.js');
-      await withContext(globals(), io, async ({repo}) => {
-        await runPrefetcher(repo, io.cwd, fromSegment);
+      if (parseWalFileName(requested).kind !== 'segment') return;
+      const {runPrefetcher, walSegmentSizeOf} = await import('../wal/prefetch.js');
+      await withContext(globals(), io, async ({policy, repo}) => {
+        const segmentSize = await walSegmentSizeOf(io.cwd, policy.postgres.binDir);
+        await runPrefetcher(repo, io.cwd, requested, {segmentSize});
       });
     });
 }

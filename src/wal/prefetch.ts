@@ -42,30 +42,40 @@ export async function takeFromSpool(spool: string, walFile: string, destPath: st
 
 /**
  * After PostgreSQL asked for `walFile`: records the request for the prefetcher, drops spooled segments PostgreSQL
- * has passed, and starts a prefetcher when none runs. Never fails the caller.
+ * has passed, and starts a prefetcher (for the segments after `walFile`) when none runs. Never fails the caller.
  */
-export async function planPrefetch(spool: string, walFile: string, start: (fromSegment: string) => void, settings = DEFAULT_PREFETCH): Promise<void> {
+export async function planPrefetch(spool: string, walFile: string, start: (requested: string) => void): Promise<void> {
   try {
     const name = parseWalFileName(walFile);
     if (name.kind !== 'segment') return;
     await mkdir(spool, {recursive: true, mode: 0o700});
-    const requested = segmentNumberOf(walFile, settings.segmentSize);
     await writeFile(join(spool, REQUEST_NAME), walFile);
+    // Segment names of one timeline sort in segment order: no need to know the segment size here.
     for (const entry of await readdir(spool)) {
       if (!/^[0-9A-F]{24}$/.test(entry)) continue;
-      if (entry.slice(0, 8) !== walFile.slice(0, 8) || segmentNumberOf(entry, settings.segmentSize) <= requested) {
-        await unlink(join(spool, entry)).catch(() => undefined);
-      }
+      if (entry.slice(0, 8) !== walFile.slice(0, 8) || entry <= walFile) await unlink(join(spool, entry)).catch(() => undefined);
     }
-    if (!(await prefetcherRunning(spool))) start(segmentName(name.timeline, requested + 1n, settings.segmentSize));
+    if (!(await prefetcherRunning(spool))) start(walFile);
   } catch {
     // Look-ahead is an optimisation: archive-get itself has already done its job.
   }
 }
 
+/** The data directory's WAL segment size, from pg_controldata (16 MiB when it cannot be read). */
+export async function walSegmentSizeOf(dataDir: string, binDir: string | undefined): Promise<number> {
+  try {
+    const {runPg} = await import('../pg/run.js');
+    const {stdout} = await runPg('pg_controldata', ['-D', dataDir], {binDir});
+    const size = Number(/Bytes per WAL segment:\s+(\d+)/.exec(stdout)?.[1]);
+    return size > 0 ? size : DEFAULT_PREFETCH.segmentSize;
+  } catch {
+    return DEFAULT_PREFETCH.segmentSize;
+  }
+}
+
 /** Starts `pgbk archive-prefetch` detached, so PostgreSQL does not wait for it. */
-export function spawnPrefetcher(argv: {execPath: string; script: string; policyArgs: string[]; cwd: string}, fromSegment: string): void {
-  const child = spawn(argv.execPath, [argv.script, 'archive-prefetch', fromSegment, ...argv.policyArgs], {
+export function spawnPrefetcher(argv: {execPath: string; script: string; policyArgs: string[]; cwd: string}, requested: string): void {
+  const child = spawn(argv.execPath, [argv.script, 'archive-prefetch', requested, ...argv.policyArgs], {
     cwd: argv.cwd, detached: true, stdio: 'ignore',
   });
   child.unref();
@@ -88,7 +98,9 @@ async function prefetcherRunning(spool: string): Promise<boolean> {
  * asked again a few seconds later). It ends when recovery has ended (recovery.signal gone: then it removes the
  * spool, so no copy is left in pg_wal), when the data directory is gone, or after a minute without requests.
  */
-export async function runPrefetcher(repo: Repository, dataDir: string, fromSegment: string, settings = DEFAULT_PREFETCH): Promise<number> {
+export async function runPrefetcher(repo: Repository, dataDir: string, requested: string, options: Partial<PrefetchSettings> = {}): Promise<number> {
+  const settings: PrefetchSettings = {...DEFAULT_PREFETCH, ...options};
+  const fromSegment = segmentName(Number.parseInt(requested.slice(0, 8), 16), segmentNumberOf(requested, settings.segmentSize) + 1n, settings.segmentSize);
   const spool = join(dataDir, SPOOL_DIR);
   await mkdir(spool, {recursive: true, mode: 0o700});
   const lock = join(spool, LOCK_NAME);
