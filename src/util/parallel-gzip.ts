@@ -22,6 +22,7 @@ export class ParallelGzip extends Transform {
   private pendingBytes = 0;
   /** Blocks being compressed, in input order. */
   private readonly inFlight: Array<Promise<Buffer>> = [];
+  private blocks = 0;
 
   constructor(private readonly options: ParallelGzipOptions) {
     super();
@@ -46,7 +47,8 @@ export class ParallelGzip extends Transform {
     const tail = this.pendingBytes > 0 ? Buffer.concat(this.pending, this.pendingBytes) : undefined;
     this.pending = [];
     (async () => {
-      if (tail) this.inFlight.push(this.compress(tail));
+      // An empty input still makes a valid (empty) gzip stream.
+      if (tail || this.blocks === 0) this.inFlight.push(this.compress(tail ?? Buffer.alloc(0)));
       while (this.inFlight.length > 0) this.push(await this.inFlight.shift()!);
     })().then(() => callback(), callback);
   }
@@ -58,6 +60,7 @@ export class ParallelGzip extends Transform {
   }
 
   private compress(block: Buffer): Promise<Buffer> {
+    this.blocks++;
     const promise = gzipAsync(block, {level: this.options.level});
     promise.catch(() => undefined); // surfaced when awaited in order
     return promise;
