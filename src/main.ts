@@ -7,6 +7,12 @@ import {registerBackupCommand} from './cli/backup.js';
 import {registerListCommand} from './cli/list.js';
 import {registerRestoreCommand} from './cli/restore.js';
 import {registerDemoCommand} from './cli/demo.js';
+import {registerDrillCommand} from './cli/drill.js';
+import {registerStatusCommand} from './cli/status.js';
+import {registerCheckCommand} from './cli/check.js';
+import {registerScheduleCommand} from './cli/schedule.js';
+import {registerExpireCommand} from './cli/expire.js';
+import {registerVerifyCommand} from './cli/verify.js';
 import type {GlobalOptions, Io} from './cli/context.js';
 
 export function buildProgram(io: Io): Command {
@@ -27,6 +33,12 @@ export function buildProgram(io: Io): Command {
   registerListCommand(program, io, globals);
   registerRestoreCommand(program, io, globals);
   registerDemoCommand(program, io, globals);
+  registerDrillCommand(program, io, globals);
+  registerStatusCommand(program, io, globals);
+  registerCheckCommand(program, io, globals);
+  registerScheduleCommand(program, io, globals);
+  registerExpireCommand(program, io, globals);
+  registerVerifyCommand(program, io, globals);
   for (const command of program.commands) command.exitOverride();
   return program;
 }

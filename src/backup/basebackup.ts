@@ -60,10 +60,11 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
   const child = spawnPg('pg_basebackup', args, {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal});
   const tarKey = backupObjectKey(id, 'base.tar.gz');
   let stored;
+  // Compressed on every core (independent gzip members): one zlib stream would cap a backup at one core's speed.
+  const gzip = new ParallelGzip({level: policy.backup.compressionLevel});
+  const upload = repo.put(tarKey, gzip);
+  upload.catch(() => undefined); // awaited below; a failure is handled there
   try {
-    // Compressed on every core (independent gzip members): one zlib stream would cap a backup at one core's speed.
-    const gzip = new ParallelGzip({level: policy.backup.compressionLevel});
-    const upload = repo.put(tarKey, gzip);
     watcher.on('data', () => progress.update(watcher.bytes));
     const [, , result] = await Promise.all([
       pipeline(child.stdout!, watcher, gzip),
@@ -74,6 +75,10 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     progress.done();
   } catch (error) {
     child.kill();
+    // Fail the upload and let it finish failing (temp file removed, multipart aborted) before removing the key:
+    // nothing of a broken backup may stay behind, not even out of sight.
+    gzip.destroy(error as Error);
+    await upload.catch(() => undefined);
     await repo.remove([tarKey]).catch(() => undefined);
     if ((error as {stderr?: unknown}).stderr !== undefined || (error as Error).name === 'ExecaError') throw toolError('pg_basebackup', error);
     throw error;

@@ -35,12 +35,17 @@ export async function runDump(deps: DumpDeps): Promise<BackupManifest> {
     {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal});
   const progress = createProgress(`dump ${id}`);
   let stored;
+  const upload = repo.put(key, child.stdout!, {onProgress: (bytes) => progress.update(bytes)});
+  upload.catch(() => undefined); // awaited below; a failure is handled there
   try {
-    const [result] = await Promise.all([repo.put(key, child.stdout!, {onProgress: (bytes) => progress.update(bytes)}), child]);
+    const [result] = await Promise.all([upload, child]);
     stored = result;
     progress.done();
   } catch (error) {
     child.kill();
+    // A killed pg_dump ends its output early: the upload could still complete. Fail it, let it settle, then remove.
+    child.stdout?.destroy(error as Error);
+    await upload.catch(() => undefined);
     await repo.remove([key]).catch(() => undefined);
     throw (error as Error).name === 'ExecaError' ? toolError('pg_dump', error) : error;
   }

@@ -1,6 +1,7 @@
 // The policy file format, declared once: zod schema → type, strategy defaults and messages.
 
 import {z} from 'zod';
+import {validateDetailed as validateCron} from 'node-cron';
 import {parseDuration} from './duration.js';
 import type {Strategy} from './types.js';
 
@@ -16,9 +17,14 @@ const duration = z.string().refine((value) => parseDuration(value) !== undefined
   message: 'expected a duration such as 30s, 5m, 1h or 2d',
 });
 
-// Five or six cron fields; node-cron validates them fully when the scheduler loads the policy.
-const cron = z.string().refine((value) => [5, 6].includes(value.trim().split(/\s+/).length), {
-  message: 'expected a cron expression with 5 fields (or 6, seconds first)',
+// Five or six cron fields (no @nicknames), each checked by node-cron, which runs them in `pgbk schedule`.
+const cron = z.string().superRefine((value, ctx) => {
+  if (![5, 6].includes(value.trim().split(/\s+/).length)) {
+    ctx.addIssue({code: 'custom', message: 'expected a cron expression with 5 fields (or 6, seconds first)'});
+    return;
+  }
+  const problem = validateCron(value).errors[0];
+  if (problem) ctx.addIssue({code: 'custom', message: `expected a cron expression: ${problem.message}`});
 });
 
 export const policySchema = z.strictObject({
@@ -47,6 +53,19 @@ export const policySchema = z.strictObject({
     compression_level: z.number().int().min(0).max(9).optional(),
   }).optional(),
   dump: z.strictObject({tables: z.array(z.string().min(1)).optional()}).optional(),
+  drill: z.strictObject({
+    checks: z.array(z.strictObject({
+      name: z.string().min(1).optional(),
+      sql: z.string().min(1),
+      expect: z.union([z.string(), z.number(), z.boolean()]).optional(),
+      min: z.number().optional(),
+      max: z.number().optional(),
+    }).refine((check) => check.expect === undefined || (check.min === undefined && check.max === undefined), {
+      message: 'give either expect or min/max, not both',
+    })).optional(),
+    heartbeat: z.boolean().optional(),
+    timeout: duration.optional(),
+  }).optional(),
 });
 
 export type PolicyDocument = z.infer<typeof policySchema>;

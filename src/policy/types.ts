@@ -36,4 +36,16 @@ export interface Policy {
     compressionLevel: number;
   };
   dump: {tables: string[]};
+  /** pgbk drill: the user's checks on the restored data, the opt-in heartbeat, how long a drill may take. */
+  drill: {checks: DrillCheckConfig[]; heartbeat: boolean; timeoutSeconds: number};
+}
+
+export interface DrillCheckConfig {
+  name: string;
+  sql: string;
+  /** The first column of the first row, as text, must equal this. */
+  expect?: string;
+  /** Or lie within these bounds (numbers). */
+  min?: number;
+  max?: number;
 }

@@ -40,7 +40,7 @@ export function writePolicy(dir: string, name: string, policy: Record<string, un
   return file;
 }
 
-export async function setupArchiving(kind: RepoKind, s3: S3TestEndpoint, opts: {strategy?: string; conf?: Record<string, string | number>} = {}): Promise<ArchivingSetup> {
+export async function setupArchiving(kind: RepoKind, s3: S3TestEndpoint, opts: {strategy?: string; conf?: Record<string, string | number>; policy?: Record<string, unknown>} = {}): Promise<ArchivingSetup> {
   const dir = makeTempDir('pgbk-it-');
   const {section, repoDir} = repositorySection(kind, dir, s3);
   const port = await freePort();
@@ -48,6 +48,7 @@ export async function setupArchiving(kind: RepoKind, s3: S3TestEndpoint, opts: {
     strategy: opts.strategy ?? 'pitr',
     postgres: {url: `postgresql://postgres@127.0.0.1:${port}/postgres`, bin_dir: pgBinDir()},
     repository: section,
+    ...opts.policy,
   });
   const cluster = await createCluster({
     port,

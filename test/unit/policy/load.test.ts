@@ -79,6 +79,7 @@ describe('parsePolicy: valid policies', () => {
       objectives: {rpoSeconds: 300, rtoSeconds: 5400},
       backup: {checkpoint: 'spread', compressionLevel: 6},
       dump: {tables: ['public.orders', 'public.items']},
+      drill: {checks: [], heartbeat: false, timeoutSeconds: 3600},
     });
     expect(Object.isFrozen(policy)).toBe(true);
     expect(Object.isFrozen(policy.repository)).toBe(true);

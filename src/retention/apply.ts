@@ -1,0 +1,133 @@
+// Carrying out an expire plan: removed backups first (each one's manifest before its objects, so a half-removed
+// backup is never listed as complete), then the WAL no kept backup needs, decided one object at a time while the
+// archive listing streams and removed in batches. With dryRun the same walk runs and nothing is removed.
+
+import {parseWalFileName} from '../wal/name.js';
+import {listArchived} from '../wal/archive.js';
+import {BACKUP_PREFIX, backupDirKey, manifestKey, MANIFEST_NAME} from '../storage/layout.js';
+import type {Repository} from '../storage/repository.js';
+import {walVerdict, type ExpirePlan} from './plan.js';
+
+export interface RemovedBackup {
+  id: string;
+  /** 'unknown' for a folder without a manifest. */
+  kind: 'base' | 'dump' | 'unknown';
+  objects: number;
+  bytes: number;
+}
+
+/** A run of consecutive archived files (in listing order) on one timeline that goes. */
+export interface WalRange {
+  timeline: number;
+  first: string;
+  last: string;
+  files: number;
+  bytes: number;
+}
+
+export interface ExpireOutcome {
+  dryRun: boolean;
+  backups: RemovedBackup[];
+  /** Folders under backups/ without a manifest, left by an interrupted removal (or backup), long abandoned. */
+  leftovers: RemovedBackup[];
+  wal: {removedFiles: number; removedBytes: number; keptFiles: number; ranges: WalRange[]};
+}
+
+export interface ApplyOptions {
+  dryRun?: boolean;
+  /** Keys per remove() call (S3 DeleteObjects takes at most 1000). */
+  batchSize?: number;
+  /** A folder without a manifest is abandoned once its newest object is this old (default one day). */
+  abandonedAfterMs?: number;
+  now?: Date;
+}
+
+const DEFAULT_BATCH = 500;
+
+export async function applyExpire(plan: ExpirePlan, repo: Repository, options: ApplyOptions = {}): Promise<ExpireOutcome> {
+  const dryRun = Boolean(options.dryRun);
+  const outcome: ExpireOutcome = {dryRun, backups: [], leftovers: [], wal: {removedFiles: 0, removedBytes: 0, keptFiles: 0, ranges: []}};
+
+  for (const decision of plan.backups) {
+    if (decision.keep) continue;
+    const keys: string[] = [];
+    let bytes = 0;
+    for await (const object of repo.list(backupDirKey(decision.id))) {
+      keys.push(object.key);
+      bytes += object.sizeBytes;
+    }
+    if (!dryRun) {
+      await repo.remove([manifestKey(decision.id)]);
+      await repo.remove(keys.filter((key) => key !== manifestKey(decision.id)));
+    }
+    outcome.backups.push({id: decision.id, kind: decision.kind, objects: keys.length, bytes});
+  }
+
+  outcome.leftovers = await removeLeftovers(plan, repo, dryRun, options);
+
+  const batchSize = options.batchSize ?? DEFAULT_BATCH;
+  let batch: string[] = [];
+  const flush = async () => {
+    if (batch.length > 0 && !dryRun) await repo.remove(batch);
+    batch = [];
+  };
+  let range: WalRange | undefined;
+  for await (const file of listArchived(repo)) {
+    const verdict = walVerdict(plan.wal, file.walFile);
+    const timeline = parseWalFileName(file.walFile).timeline;
+    if (!verdict.remove) {
+      outcome.wal.keptFiles++;
+      range = undefined;
+      continue;
+    }
+    outcome.wal.removedFiles++;
+    outcome.wal.removedBytes += file.sizeBytes;
+    if (range && range.timeline === timeline) {
+      range.last = file.walFile;
+      range.files++;
+      range.bytes += file.sizeBytes;
+    } else {
+      range = {timeline, first: file.walFile, last: file.walFile, files: 1, bytes: file.sizeBytes};
+      outcome.wal.ranges.push(range);
+    }
+    batch.push(file.key);
+    if (batch.length >= batchSize) await flush();
+  }
+  await flush();
+  return outcome;
+}
+
+/**
+ * Backup folders without a manifest that started before the oldest kept backup and were last written long ago:
+ * what an interrupted expire (manifest gone, objects left) or a crashed backup leaves. A backup still being
+ * written is newer than that, so it is never touched.
+ */
+async function removeLeftovers(plan: ExpirePlan, repo: Repository, dryRun: boolean, options: ApplyOptions): Promise<RemovedBackup[]> {
+  if (plan.retention.backups === undefined && plan.retention.days === undefined) return []; // keep everything
+  const kept = plan.backups.filter((decision) => decision.keep).map((decision) => decision.id).sort();
+  const oldestKept = kept[0];
+  if (!oldestKept) return [];
+  const abandonedBefore = (options.now ?? new Date(plan.now)).getTime() - (options.abandonedAfterMs ?? 86_400_000);
+  const removed: RemovedBackup[] = [];
+  let folder: {id: string; keys: string[]; bytes: number; manifest: boolean; newest: number} | undefined;
+  const finish = async () => {
+    if (!folder || folder.manifest || folder.id >= oldestKept || folder.newest > abandonedBefore) return;
+    if (!dryRun) await repo.remove(folder.keys);
+    removed.push({id: folder.id, kind: 'unknown', objects: folder.keys.length, bytes: folder.bytes});
+  };
+  for await (const object of repo.list(BACKUP_PREFIX)) {
+    const [id, ...rest] = object.key.slice(BACKUP_PREFIX.length).split('/');
+    if (!id || rest.length === 0) continue;
+    if (folder?.id !== id) {
+      await finish();
+      folder = {id, keys: [], bytes: 0, manifest: false, newest: 0};
+    }
+    folder.keys.push(object.key);
+    folder.bytes += object.sizeBytes;
+    if (rest.join('/') === MANIFEST_NAME) folder.manifest = true;
+    // Unknown modification time: treat as recent (keep).
+    folder.newest = Math.max(folder.newest, object.modified?.getTime() ?? Number.POSITIVE_INFINITY);
+  }
+  await finish();
+  return removed;
+}

@@ -1,0 +1,289 @@
+// /metrics: Prometheus text format, from the repositories (backups, archived WAL, job records) and the
+// scheduler's own runs. What is read from a repository is cached (15 s by default) and bounded in time, so
+// a scrape never lists a whole archive: manifests are read once (they never change) and the newest archived
+// WAL is found by probing timeline and log folders forward from the last one seen.
+
+import {readManifest} from '../backup/manifest.js';
+import type {Policy} from '../policy/types.js';
+import {BACKUP_PREFIX, MANIFEST_NAME, walTimelineKey} from '../storage/layout.js';
+import type {Repository} from '../storage/repository.js';
+import {listArchived} from '../wal/archive.js';
+import {readJobResult, JOBS, type JobResult} from './jobs.js';
+
+export interface Sample {
+  labels: Record<string, string>;
+  value: number;
+}
+
+export interface MetricFamily {
+  name: string;
+  help: string;
+  type: 'gauge' | 'counter';
+  samples: Sample[];
+}
+
+function escapeLabel(value: string): string {
+  return value.replace(/\\/g, '\\\\').replace(/\n/g, '\\n').replace(/"/g, '\\"');
+}
+
+function formatValue(value: number): string {
+  if (Number.isNaN(value)) return 'NaN';
+  if (value === Infinity) return '+Inf';
+  if (value === -Infinity) return '-Inf';
+  return String(value);
+}
+
+/** The Prometheus text exposition format (version 0.0.4). Families without samples are left out. */
+export function formatPrometheus(families: MetricFamily[]): string {
+  const lines: string[] = [];
+  for (const family of families) {
+    if (family.samples.length === 0) continue;
+    lines.push(`# HELP ${family.name} ${family.help.replace(/\\/g, '\\\\').replace(/\n/g, '\\n')}`);
+    lines.push(`# TYPE ${family.name} ${family.type}`);
+    for (const sample of family.samples) {
+      const labels = Object.entries(sample.labels).map(([name, value]) => `${name}="${escapeLabel(value)}"`).join(',');
+      lines.push(`${family.name}${labels ? `{${labels}}` : ''} ${formatValue(sample.value)}`);
+    }
+  }
+  return `${lines.join('\n')}\n`;
+}
+
+/** What a scrape reports about one policy. */
+export interface PolicyMetrics {
+  policy: string;
+  strategy: string;
+  rpoSeconds: number;
+  jobs: Partial<Record<string, JobResult>>;
+  running: string[];
+  backups?: number;
+  backupBytes?: number;
+  newestBackupStop?: Date;
+  newestArchivedWal?: Date;
+  /** Reading the repository failed or took too long (then the repository values are the last ones known). */
+  collectError: boolean;
+}
+
+/**
+ * Whether the RPO objective is met, kept simple: for dump, the newest dump is younger than the RPO; for the
+ * WAL-archiving strategies, there is a backup and the newest archived WAL file is younger than the RPO (an
+ * idle server needs archive_timeout below the RPO, or this reports a miss).
+ */
+export function rpoMet(metrics: PolicyMetrics, now: Date): boolean {
+  const age = (date?: Date) => (date ? (now.getTime() - date.getTime()) / 1000 : Infinity);
+  if (!metrics.backups) return false;
+  if (metrics.strategy === 'dump') return age(metrics.newestBackupStop) <= metrics.rpoSeconds;
+  return age(metrics.newestArchivedWal) <= metrics.rpoSeconds;
+}
+
+const seconds = (date: Date) => Math.round(date.getTime() / 1000);
+
+export function buildFamilies(policies: PolicyMetrics[], now: Date): MetricFamily[] {
+  const family = (name: string, help: string): MetricFamily => ({name, help, type: 'gauge', samples: []});
+  const lastSuccess = family('pgbk_job_last_success_timestamp_seconds', 'Unix time the job last finished successfully');
+  const lastDuration = family('pgbk_job_last_duration_seconds', 'Duration of the last run of the job');
+  const lastResult = family('pgbk_job_last_result', 'Whether the last run of the job succeeded (1) or failed (0)');
+  const running = family('pgbk_job_running', 'Whether this scheduler is running the job now');
+  const backups = family('pgbk_backups', 'Complete backups (with a manifest) in the repository');
+  const bytes = family('pgbk_backup_bytes', 'Bytes stored by the complete backups in the repository');
+  const newest = family('pgbk_backup_newest_timestamp_seconds', 'Unix time the newest backup became consistent');
+  const walAge = family('pgbk_last_archived_wal_age_seconds', 'Seconds since the newest archived WAL file was stored');
+  const objective = family('pgbk_objective_met', 'Whether the objective is met (rpo: a backup exists and the newest archived WAL, or dump for the dump strategy, is younger than the RPO)');
+  const errors = family('pgbk_metrics_collect_error', 'Reading the repository for these metrics failed or timed out (1)');
+  for (const p of policies) {
+    for (const job of JOBS) {
+      const result = p.jobs[job];
+      const labels = {policy: p.policy, job};
+      if (result) {
+        if (result.lastSuccessAt) lastSuccess.samples.push({labels, value: seconds(new Date(result.lastSuccessAt))});
+        lastDuration.samples.push({labels, value: result.durationMs / 1000});
+        lastResult.samples.push({labels, value: result.ok ? 1 : 0});
+      }
+    }
+    for (const job of p.running) running.samples.push({labels: {policy: p.policy, job}, value: 1});
+    const labels = {policy: p.policy};
+    if (p.backups !== undefined) backups.samples.push({labels, value: p.backups});
+    if (p.backupBytes !== undefined) bytes.samples.push({labels, value: p.backupBytes});
+    if (p.newestBackupStop) newest.samples.push({labels, value: seconds(p.newestBackupStop)});
+    if (p.newestArchivedWal) walAge.samples.push({labels, value: Math.max(0, Math.round((now.getTime() - p.newestArchivedWal.getTime()) / 1000))});
+    objective.samples.push({labels: {policy: p.policy, objective: 'rpo'}, value: rpoMet(p, now) ? 1 : 0});
+    errors.samples.push({labels, value: p.collectError ? 1 : 0});
+  }
+  return [lastSuccess, lastDuration, lastResult, running, backups, bytes, newest, walAge, objective, errors];
+}
+
+// ---------------------------------------------------------------------------------------------------------
+
+export interface PolicyHandle {
+  policy: Policy;
+  repo: Repository;
+}
+
+interface RepoState {
+  manifests: Map<string, {storedBytes: number; stopTime: Date; timeline?: number; walStop?: string}>;
+  wal?: {timeline: number; log: number};
+  values?: Omit<PolicyMetrics, 'running' | 'collectError' | 'policy' | 'strategy' | 'rpoSeconds'>;
+  collectedAt?: number;
+  inFlight?: Promise<void>;
+}
+
+export interface CollectorOptions {
+  handles: () => PolicyHandle[];
+  /** Jobs this scheduler runs now, per policy. */
+  running: (policy: string) => string[];
+  now?: () => Date;
+  cacheMs?: number;
+  timeoutMs?: number;
+}
+
+export class MetricsCollector {
+  private readonly states = new Map<string, RepoState>();
+  /** Results of runs this scheduler finished: shown at once, before the cached repository values catch up. */
+  private readonly recent = new Map<string, JobResult>();
+
+  constructor(private readonly options: CollectorOptions) {}
+
+  noteResult(result: JobResult): void {
+    this.recent.set(`${result.policy}\0${result.job}`, result);
+  }
+
+  async render(): Promise<string> {
+    const now = this.options.now?.() ?? new Date();
+    const handles = this.options.handles();
+    const metrics = await Promise.all(handles.map((handle) => this.policyMetrics(handle, now)));
+    return formatPrometheus(buildFamilies(metrics, now));
+  }
+
+  private async policyMetrics(handle: PolicyHandle, now: Date): Promise<PolicyMetrics> {
+    const {policy} = handle;
+    const key = `${policy.name}\0${policy.repository.url}`;
+    let state = this.states.get(key);
+    if (!state) this.states.set(key, (state = {manifests: new Map()}));
+    const cacheMs = this.options.cacheMs ?? 15_000;
+    let collectError = false;
+    if (state.collectedAt === undefined || now.getTime() - state.collectedAt >= cacheMs) {
+      const current = state;
+      current.inFlight ??= collect(handle.repo, current).finally(() => {
+        current.inFlight = undefined;
+      });
+      const timeoutMs = this.options.timeoutMs ?? 10_000;
+      let timer: NodeJS.Timeout | undefined;
+      try {
+        await Promise.race([
+          current.inFlight,
+          new Promise((_resolve, reject) => {
+            timer = setTimeout(() => reject(new Error('timed out')), timeoutMs);
+          }),
+        ]);
+        current.collectedAt = now.getTime();
+      } catch {
+        collectError = true;
+      } finally {
+        clearTimeout(timer);
+      }
+    }
+    const values = state.values ?? {jobs: {}};
+    const jobs: Partial<Record<string, JobResult>> = {...values.jobs};
+    for (const job of JOBS) {
+      const mine = this.recent.get(`${policy.name}\0${job}`);
+      const stored = jobs[job];
+      if (mine && (!stored || stored.finishedAt <= mine.finishedAt)) jobs[job] = mine;
+    }
+    return {
+      ...values,
+      jobs,
+      policy: policy.name,
+      strategy: policy.strategy,
+      rpoSeconds: policy.objectives.rpoSeconds,
+      running: this.options.running(policy.name),
+      collectError,
+    };
+  }
+}
+
+async function collect(repo: Repository, state: RepoState): Promise<void> {
+  // Backups: list the manifests, read only those not seen before (a manifest never changes).
+  const ids = new Set<string>();
+  for await (const object of repo.list(BACKUP_PREFIX)) {
+    const parts = object.key.slice(BACKUP_PREFIX.length).split('/');
+    if (parts.length === 2 && parts[1] === MANIFEST_NAME) ids.add(parts[0]!);
+  }
+  for (const id of state.manifests.keys()) if (!ids.has(id)) state.manifests.delete(id);
+  for (const id of ids) {
+    if (state.manifests.has(id)) continue;
+    try {
+      const manifest = await readManifest(repo, id);
+      state.manifests.set(id, {
+        storedBytes: manifest.storedBytes,
+        stopTime: new Date(manifest.stopTime),
+        timeline: manifest.stopTimeline ?? manifest.timeline,
+        walStop: manifest.walStop,
+      });
+    } catch {
+      // expired meanwhile, or corrupt (verify reports that): not counted
+    }
+  }
+  const manifests = [...state.manifests.entries()].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([, m]) => m);
+  const newest = manifests.at(-1);
+  const jobs: Partial<Record<string, JobResult>> = {};
+  for (const job of JOBS) {
+    const result = await readJobResult(repo, job);
+    if (result) jobs[job] = result;
+  }
+  const newestArchivedWal = await newestArchived(repo, state, newest);
+  state.values = {
+    jobs,
+    backups: manifests.length,
+    backupBytes: manifests.reduce((sum, m) => sum + m.storedBytes, 0),
+    newestBackupStop: newest?.stopTime,
+    newestArchivedWal,
+  };
+}
+
+const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');
+
+async function hasAny(repo: Repository, prefix: string): Promise<boolean> {
+  for await (const _object of repo.list(prefix)) return true;
+  return false;
+}
+
+/**
+ * The time the newest archived WAL file was stored. Starts from the timeline and log folder found last
+ * time (or the newest backup's), moves to newer timelines while their folders exist, then lists log
+ * folders forward while they hold files; a full listing of one timeline only when there is no hint.
+ */
+async function newestArchived(repo: Repository, state: RepoState, newestBackup?: {timeline?: number; walStop?: string}): Promise<Date | undefined> {
+  let timeline = state.wal?.timeline ?? newestBackup?.timeline ?? 1;
+  let log = state.wal?.log ?? (newestBackup?.walStop ? Number.parseInt(newestBackup.walStop.slice(8, 16), 16) : undefined);
+  while (await hasAny(repo, walTimelineKey(hex8(timeline + 1)))) timeline++;
+  let newest: Date | undefined;
+  const latestIn = async (prefix: string): Promise<{date?: Date; count: number}> => {
+    let date: Date | undefined;
+    let count = 0;
+    for await (const object of repo.list(prefix)) {
+      count++;
+      if (object.modified && (!date || object.modified > date)) date = object.modified;
+    }
+    return {date, count};
+  };
+  const folder = (n: number) => `${walTimelineKey(hex8(timeline))}${hex8(timeline)}${hex8(n)}/`;
+  let found: {date?: Date; count: number} = log === undefined ? {count: 0} : await latestIn(folder(log));
+  if (log === undefined || found.count === 0) {
+    // No usable hint: one listing of the whole timeline.
+    let lastWal: string | undefined;
+    for await (const file of listArchived(repo, hex8(timeline))) {
+      if (file.modified && (!newest || file.modified > newest)) newest = file.modified;
+      if (!file.walFile.endsWith('.history')) lastWal = file.walFile;
+    }
+    if (lastWal) state.wal = {timeline, log: Number.parseInt(lastWal.slice(8, 16), 16)};
+    return newest;
+  }
+  newest = found.date;
+  for (let next = log + 1; ; next++) {
+    found = await latestIn(folder(next));
+    if (found.count === 0) break;
+    log = next;
+    if (found.date && (!newest || found.date > newest)) newest = found.date;
+  }
+  state.wal = {timeline, log};
+  return newest;
+}

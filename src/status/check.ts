@@ -1,0 +1,241 @@
+// pgbk check: does the server suit the policy's strategy, is the repository reachable and writable, does an
+// archive round trip work? One result per check; each failure says exactly what to change.
+//
+// settingChecks() is pure (settings in, verdicts and fixes out); runChecks() connects, probes and waits.
+
+import {hostname} from 'node:os';
+import {PgbkError} from '../errors.js';
+import {findBinDir} from '../pg/bin.js';
+import {withClient} from '../pg/client.js';
+import {redactUrl} from '../pg/conninfo.js';
+import {archiverStats, replicationStats, serverSettings, switchWalFile, type ServerSettings, type StandbyReplication} from '../pg/status-queries.js';
+import type {Policy, Strategy} from '../policy/types.js';
+import type {Repository} from '../storage/repository.js';
+import {findArchived} from '../wal/archive.js';
+
+/** `pgbk check` found something to fix: exit 1. */
+export class CheckFailedError extends PgbkError {
+  readonly code = 'check.failed';
+}
+
+export type CheckStatus = 'ok' | 'fail' | 'skip';
+
+export interface CheckResult {
+  name: string;
+  status: CheckStatus;
+  /** What was found. */
+  detail: string;
+  /** For a failure: exactly what to change (the postgresql.conf line, the SQL). */
+  fix?: string;
+}
+
+export const CHECK_PREFIX = 'check/';
+
+const ok = (name: string, detail: string): CheckResult => ({name, status: 'ok', detail});
+const fail = (name: string, detail: string, fix: string): CheckResult => ({name, status: 'fail', detail, fix});
+const skip = (name: string, detail: string): CheckResult => ({name, status: 'skip', detail});
+
+/** How archive_command should name the policy: by name when that resolves from anywhere, else by its file. */
+export function policyArgument(policy: Pick<Policy, 'name' | 'file'>): string {
+  return policy.file === `/etc/pgbk/policies/${policy.name}.yaml` ? policy.name : policy.file;
+}
+
+export function expectedArchiveCommand(policy: Pick<Policy, 'name' | 'file'>): string {
+  return `pgbk archive-push --policy ${policyArgument(policy)} %p`;
+}
+
+const escapeRe = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+
+/** archive_command runs pgbk archive-push for this policy (by name or by file) and passes %p. */
+export function archiveCommandProblem(command: string, policy: Pick<Policy, 'name' | 'file'>): string | undefined {
+  if (!command.trim() || command.trim() === '(disabled)') return 'archive_command is empty';
+  if (!/\barchive-push\b/.test(command)) return `archive_command does not call pgbk archive-push: '${command}'`;
+  const name = escapeRe(policy.name);
+  const forPolicy = command.includes(policy.file)
+    || new RegExp(`(--policy[= ]+|PGBK_POLICY=)["']?(${name}|\\S*/${name}\\.ya?ml)["']?(\\s|$)`).test(command);
+  if (!forPolicy) return `archive_command does not name the policy ${policy.name} (or ${policy.file}): '${command}'`;
+  if (!command.includes('%p')) return `archive_command does not pass the WAL file (%p): '${command}'`;
+  return undefined;
+}
+
+const sqlString = (text: string) => `'${text.replace(/'/g, "''")}'`;
+
+/** The checks decided by the server's settings alone. */
+export function settingChecks(strategy: Strategy, settings: ServerSettings, policy: Pick<Policy, 'name' | 'file' | 'postgres'>, standbys: StandbyReplication[]): CheckResult[] {
+  const results: CheckResult[] = [];
+  const restart = 'then restart PostgreSQL';
+  if (strategy === 'dump') return results;
+
+  results.push(['replica', 'logical'].includes(settings.walLevel)
+    ? ok('wal_level', `wal_level = ${settings.walLevel}`)
+    : fail('wal_level', `wal_level = ${settings.walLevel}: WAL cannot be archived or backed up for recovery`,
+      `in postgresql.conf: wal_level = replica (or ALTER SYSTEM SET wal_level = 'replica'), ${restart}`));
+
+  const command = expectedArchiveCommand(policy);
+  if (settings.inRecovery) {
+    results.push(settings.archiveMode === 'always'
+      ? ok('archive_mode', 'archive_mode = always (this standby archives)')
+      : skip('archive_mode', `archive_mode = ${settings.archiveMode} on a standby: the primary archives; run pgbk check against the primary`));
+  } else {
+    results.push(['on', 'always'].includes(settings.archiveMode)
+      ? ok('archive_mode', `archive_mode = ${settings.archiveMode}`)
+      : fail('archive_mode', `archive_mode = ${settings.archiveMode}: the server archives no WAL`,
+        `in postgresql.conf: archive_mode = on (or ALTER SYSTEM SET archive_mode = 'on'), ${restart}`));
+  }
+  if (settings.archiveLibrary) {
+    results.push(fail('archive_command', `archive_library = '${settings.archiveLibrary}' replaces archive_command`,
+      `in postgresql.conf: archive_library = '' and archive_command = '${command}' (or ALTER SYSTEM SET archive_library = ''; ` +
+      `ALTER SYSTEM SET archive_command = ${sqlString(command)}; SELECT pg_reload_conf();)`));
+  } else {
+    const problem = archiveCommandProblem(settings.archiveCommand, policy);
+    results.push(problem === undefined
+      ? ok('archive_command', `archive_command = '${settings.archiveCommand}'`)
+      : fail('archive_command', problem,
+        `in postgresql.conf: archive_command = '${command}' then reload (or ALTER SYSTEM SET archive_command = ${sqlString(command)}; SELECT pg_reload_conf();); ` +
+        'pgbk must be on the PATH of the server (else give its absolute path)'));
+  }
+
+  results.push(settings.maxWalSenders > 0
+    ? ok('max_wal_senders', `max_wal_senders = ${settings.maxWalSenders}`)
+    : fail('max_wal_senders', 'max_wal_senders = 0: pg_basebackup needs a WAL sender',
+      `in postgresql.conf: max_wal_senders = 10 (or ALTER SYSTEM SET max_wal_senders = 10), ${restart}`));
+
+  const user = settings.currentUser;
+  results.push(settings.superuser || settings.replication
+    ? ok('backup role', `role ${user} has ${settings.superuser ? 'SUPERUSER' : 'REPLICATION'} (pg_basebackup)`)
+    : fail('backup role', `role ${user} has neither REPLICATION nor SUPERUSER: pg_basebackup cannot connect`,
+      `SQL: ALTER ROLE ${quoteIdent(user)} REPLICATION; and in pg_hba.conf: host replication ${user} <address> scram-sha-256`));
+
+  if (strategy === 'replica') {
+    results.push(settings.replicationRoles.length > 0
+      ? ok('replication role', `roles with LOGIN REPLICATION: ${settings.replicationRoles.join(', ')}`)
+      : fail('replication role', 'no role can log in with REPLICATION for a standby',
+        "SQL: CREATE ROLE replicator LOGIN REPLICATION PASSWORD '...'; and in pg_hba.conf: host replication replicator <standby address> scram-sha-256"));
+    if (settings.inRecovery) {
+      results.push(skip('standby', 'this server is a standby: run pgbk check against the primary to see its standbys'));
+    } else {
+      const streaming = standbys.filter((standby) => standby.state === 'streaming');
+      results.push(streaming.length > 0
+        ? ok('standby', `streaming: ${streaming.map((standby) => standby.applicationName || standby.clientAddr || '?').join(', ')}`)
+        : fail('standby', standbys.length ? `no standby is streaming (${standbys.map((s) => `${s.applicationName} ${s.state}`).join(', ')})` : 'no standby in pg_stat_replication',
+          'set up a standby: pg_basebackup -h <primary> -U replicator -D <standby data dir> -R, then start it (primary_conninfo points at this server)'));
+    }
+  }
+  return results;
+}
+
+function versionText(num: number): string {
+  return num >= 100000 ? `${Math.floor(num / 10000)}.${num % 10000}` : `${Math.floor(num / 10000)}.${Math.floor(num / 100) % 100}.${num % 100}`;
+}
+
+function quoteIdent(name: string): string {
+  return /^[a-z_][a-z0-9_]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
+}
+
+export interface RunChecksOptions {
+  /** Seconds to wait for the switched segment to arrive in the repository. */
+  waitSeconds: number;
+  /** Called as each check completes (human output streams). */
+  onResult?: (result: CheckResult) => void;
+}
+
+export async function runChecks(policy: Policy, repo: Repository, options: RunChecksOptions): Promise<CheckResult[]> {
+  const results: CheckResult[] = [];
+  const record = (result: CheckResult) => {
+    results.push(result);
+    options.onResult?.(result);
+  };
+  const physical = policy.strategy !== 'dump';
+  record(ok('policy', `${policy.file} is valid (strategy ${policy.strategy})`));
+
+  const program = physical ? 'pg_basebackup' : 'pg_dump';
+  try {
+    const dir = findBinDir(policy.postgres.binDir, program);
+    record(ok(program, `${dir}/${program}`));
+  } catch (error) {
+    record(fail(program, (error as Error).message, (error as PgbkError).hint ?? 'install the PostgreSQL client programs or set postgres.bin_dir in the policy'));
+  }
+
+  // The repository before the server: the round trip needs it.
+  const repoResult = await probeRepository(repo);
+  let settings: ServerSettings | undefined;
+  try {
+    await withClient(policy.postgres.url, async (client) => {
+      settings = await serverSettings(client);
+      record(ok('connection', `${redactUrl(policy.postgres.url)} (PostgreSQL ${versionText(settings.versionNum)}, ${settings.inRecovery ? 'standby' : 'primary'}, as ${settings.currentUser})`));
+      const standbys = physical && !settings.inRecovery ? await replicationStats(client) : [];
+      const settingResults = settingChecks(policy.strategy, settings, policy, standbys.filter((s) => !s.applicationName.startsWith('pg_basebackup')));
+      for (const result of settingResults) record(result);
+      record(repoResult);
+      if (!physical) return;
+      const archiving = settingResults.filter((result) => ['wal_level', 'archive_mode', 'archive_command'].includes(result.name));
+      if (settings.inRecovery) {
+        record(skip('archive round trip', 'this server is a standby: pg_switch_wal() runs on the primary'));
+      } else if (archiving.some((result) => result.status !== 'ok') || repoResult.status !== 'ok') {
+        record(skip('archive round trip', 'fix the failures above first'));
+      } else {
+        record(await archiveRoundTrip(client, repo, options.waitSeconds));
+      }
+    });
+  } catch (error) {
+    if (settings) throw error; // failed after connecting: a bug or a lost connection, not a finding
+    record(fail('connection', (error as Error).message, (error as PgbkError).hint ?? 'check postgres.url in the policy'));
+    record(repoResult);
+  }
+  return results;
+}
+
+/** Put, stat and remove a small object under check/. */
+async function probeRepository(repo: Repository): Promise<CheckResult> {
+  const key = `${CHECK_PREFIX}${hostname()}-${process.pid}-${Date.now()}.probe`;
+  const body = Buffer.from(`pgbk check ${new Date().toISOString()}\n`);
+  const fix = `make the repository reachable and writable: check repository.url, endpoint and credentials in the policy; ` +
+    'an S3 bucket must exist and allow PutObject, HeadObject, GetObject, ListBucket and DeleteObject; a local directory must be writable by this user and the PostgreSQL OS user';
+  let step = 'write';
+  try {
+    await withTimeout((async () => {
+      await repo.put(key, body, {sizeBytes: body.length});
+      step = 'read back';
+      const stored = await repo.stat(key);
+      if (!stored || stored.sizeBytes !== body.length) throw new Error(`${key} was written but reads back as ${stored ? `${stored.sizeBytes} bytes` : 'missing'}`);
+      step = 'remove';
+      await repo.remove([key]);
+    })(), 90_000, `no answer within 90s`);
+    return ok('repository', `${repo.description} is reachable and writable`);
+  } catch (error) {
+    const cause = (error as Error).cause as Error | undefined;
+    return fail('repository', `repository ${repo.description}: cannot ${step} a probe object under ${CHECK_PREFIX}: ${cause?.message ?? (error as Error).message}`, fix);
+  }
+}
+
+async function archiveRoundTrip(client: import('pg').Client, repo: Repository, waitSeconds: number): Promise<CheckResult> {
+  const started = new Date(Date.now() - 1000);
+  const segment = await switchWalFile(client);
+  const deadline = Date.now() + waitSeconds * 1000;
+  for (;;) {
+    if ((await findArchived(repo, segment)).length > 0) {
+      return ok('archive round trip', `switched to a new segment: ${segment} arrived in ${repo.description}`);
+    }
+    const archiver = await archiverStats(client);
+    if (archiver.lastFailedWal === segment && archiver.lastFailedTime && new Date(archiver.lastFailedTime) >= started) {
+      return fail('archive round trip', `archive_command failed for ${segment} (${archiver.failedCount} failures in all)`,
+        'read the PostgreSQL server log for the error of pgbk archive-push: typically the policy file or the repository is not readable ' +
+        "by the server's OS user, or a ${VAR} the policy uses is not set in the server's environment");
+    }
+    if (Date.now() >= deadline) {
+      return fail('archive round trip', `${segment} did not arrive in ${repo.description} within ${waitSeconds}s` +
+        `${archiver.lastArchivedWal ? ` (last archived: ${archiver.lastArchivedWal})` : ''}`,
+        'read the PostgreSQL server log for archive_command errors; a backlog of .ready files in pg_wal/archive_status delays new segments');
+    }
+    await new Promise((resolve) => setTimeout(resolve, 500));
+  }
+}
+
+async function withTimeout<T>(work: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([work, new Promise<never>((_, reject) => { timer = setTimeout(() => reject(new Error(message)), ms); })]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
