@@ -66,8 +66,17 @@ export async function runAmcheck(target: AmcheckTarget): Promise<DrillCheckResul
     return {name: 'pg_amcheck', ok: true, detail: 'skipped: pg_amcheck is not installed (PostgreSQL 14 or later has it)'};
   }
   const args = ['--no-password', '--install-missing', '--heapallindexed'];
-  if (target.url) args.push(target.database ? '--database' : '--all', ...(target.database ? [target.database] : []), '--maintenance-db', target.url);
-  else args.push('--all', '--host', target.host!, '--port', String(target.port), '--username', target.user ?? 'postgres');
+  if (target.url) {
+    // pg_amcheck takes a connection string only as --maintenance-db (used with --all): pass the parts.
+    const url = new URL(target.url);
+    if (url.hostname) args.push('--host', decodeURIComponent(url.hostname).replace(/^\[(.*)\]$/, '$1'));
+    if (url.port) args.push('--port', url.port);
+    if (url.username) args.push('--username', decodeURIComponent(url.username));
+    if (target.database) args.push('--database', target.database);
+    else args.push('--all', '--maintenance-db', target.url);
+  } else {
+    args.push('--all', '--host', target.host!, '--port', String(target.port), '--username', target.user ?? 'postgres');
+  }
   const result = await execa(file, args, {
     reject: false, stdin: 'ignore', timeout: target.timeoutMs, env: {LC_ALL: 'C', PGAPPNAME: 'pgbk-drill', ...target.env}, extendEnv: true,
   });
