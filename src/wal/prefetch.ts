@@ -4,9 +4,10 @@
 
 import {spawn} from 'node:child_process';
 import {existsSync} from 'node:fs';
-import {mkdir, open, readdir, readFile, rename, rm, unlink, writeFile} from 'node:fs/promises';
+import {mkdir, readdir, readFile, rename, rm, unlink, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import {WalNotFoundError} from '../errors.js';
+import {acquirePidLock, lockHolderAlive, releasePidLock} from '../util/pid-lock.js';
 import type {Repository} from '../storage/repository.js';
 import {getWalFile} from './get.js';
 import {parseWalFileName, segmentName, segmentNumberOf} from './name.js';
@@ -82,14 +83,7 @@ export function spawnPrefetcher(argv: {execPath: string; script: string; policyA
 }
 
 async function prefetcherRunning(spool: string): Promise<boolean> {
-  const pid = Number((await readFile(join(spool, LOCK_NAME), 'utf8').catch(() => '')).trim());
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return lockHolderAlive(join(spool, LOCK_NAME));
 }
 
 /**
@@ -104,17 +98,7 @@ export async function runPrefetcher(repo: Repository, dataDir: string, requested
   const spool = join(dataDir, SPOOL_DIR);
   await mkdir(spool, {recursive: true, mode: 0o700});
   const lock = join(spool, LOCK_NAME);
-  let handle;
-  try {
-    handle = await open(lock, 'wx', 0o600);
-  } catch {
-    if (await prefetcherRunning(spool)) return 0;
-    await unlink(lock).catch(() => undefined); // stale: its process is gone
-    handle = await open(lock, 'wx', 0o600).catch(() => undefined);
-    if (!handle) return 0;
-  }
-  await handle.writeFile(String(process.pid));
-  await handle.close();
+  if (!(await acquirePidLock(lock))) return 0;
   let fetched = 0;
   const notArchivedUntil = new Map<string, number>();
   const timeline = Number.parseInt(fromSegment.slice(0, 8), 16);
@@ -161,6 +145,6 @@ export async function runPrefetcher(repo: Repository, dataDir: string, requested
       await new Promise((resolve) => setTimeout(resolve, 200));
     }
   } finally {
-    await unlink(lock).catch(() => undefined);
+    await releasePidLock(lock);
   }
 }

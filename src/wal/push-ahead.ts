@@ -6,10 +6,11 @@
 
 import {spawn} from 'node:child_process';
 import {existsSync} from 'node:fs';
-import {mkdir, open, readdir, readFile, rename, unlink, writeFile} from 'node:fs/promises';
+import {mkdir, readdir, readFile, rename, unlink, writeFile} from 'node:fs/promises';
 import {createHash} from 'node:crypto';
 import {join} from 'node:path';
 import type {Repository} from '../storage/repository.js';
+import {acquirePidLock, lockHolderAlive, releasePidLock} from '../util/pid-lock.js';
 import {pushWalFile, type PushOptions} from './push.js';
 
 export const PUSHED_DIR = join('pg_wal', 'pgbk-spool', 'pushed');
@@ -68,14 +69,7 @@ export async function readyBacklog(cwd: string, after: string): Promise<string[]
 }
 
 export async function pusherRunning(dir: string): Promise<boolean> {
-  const pid = Number((await readFile(join(dir, LOCK_NAME), 'utf8').catch(() => '')).trim());
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return lockHolderAlive(join(dir, LOCK_NAME));
 }
 
 export function spawnPusher(argv: {execPath: string; script: string; policyArgs: string[]; cwd: string}, after: string): void {
@@ -90,14 +84,7 @@ export async function runPusher(repo: Repository, cwd: string, after: string, po
   const dir = join(cwd, PUSHED_DIR);
   await mkdir(dir, {recursive: true, mode: 0o700});
   const lock = join(dir, LOCK_NAME);
-  const handle = await open(lock, 'wx', 0o600).catch(async () => {
-    if (await pusherRunning(dir)) return undefined;
-    await unlink(lock).catch(() => undefined);
-    return open(lock, 'wx', 0o600).catch(() => undefined);
-  });
-  if (!handle) return 0;
-  await handle.writeFile(String(process.pid));
-  await handle.close();
+  if (!(await acquirePidLock(lock))) return 0;
   let pushed = 0;
   let failed = false;
   try {
@@ -121,7 +108,7 @@ export async function runPusher(repo: Repository, cwd: string, after: string, po
     }
   } finally {
     await removeStaleMarkers(cwd, dir).catch(() => undefined);
-    await unlink(lock).catch(() => undefined);
+    await releasePidLock(lock);
   }
   return pushed;
 }
