@@ -13,6 +13,7 @@ import {registerCheckCommand} from './cli/check.js';
 import {registerScheduleCommand} from './cli/schedule.js';
 import {registerExpireCommand} from './cli/expire.js';
 import {registerVerifyCommand} from './cli/verify.js';
+import {registerPatroniReplicaCommand} from './cli/patroni-replica.js';
 import type {GlobalOptions, Io} from './cli/context.js';
 
 export function buildProgram(io: Io): Command {
@@ -39,6 +40,7 @@ export function buildProgram(io: Io): Command {
   registerScheduleCommand(program, io, globals);
   registerExpireCommand(program, io, globals);
   registerVerifyCommand(program, io, globals);
+  registerPatroniReplicaCommand(program, io, globals);
   for (const command of program.commands) command.exitOverride();
   return program;
 }

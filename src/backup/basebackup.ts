@@ -20,6 +20,8 @@ import {writeManifest, type BackupManifest} from './manifest.js';
 import {TarWatcher} from './tar-watch.js';
 import {ParallelGzip} from '../util/parallel-gzip.js';
 import {newBackupId} from './id.js';
+import {resolveBackupSource} from './source.js';
+import {closeStopSegment, primaryArchiveMode, watchStandbyBackupStop} from '../replica/backup.js';
 
 export interface BackupDeps {
   policy: Policy;
@@ -32,15 +34,18 @@ export interface BackupDeps {
 
 export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
   const {policy, repo} = deps;
-  const conn = splitPassword(policy.postgres.url);
+  // replica: a standby (the primary archives its WAL); else the policy's server.
+  const source = await resolveBackupSource(policy);
+  const conn = splitPassword(source.url);
   const started = deps.now();
-  const server = await withClient(policy.postgres.url, async (client) => {
+  const server = await withClient(source.url, async (client) => {
     const info = await serverInfo(client);
     const {rows} = await client.query(`select current_setting('archive_mode') as archive_mode, current_setting('wal_level') as wal_level`);
     if (rows[0].wal_level === 'minimal') {
       throw new PgServerError('wal_level is minimal: a base backup needs WAL', 'set wal_level = replica in postgresql.conf and restart');
     }
-    const archiving = rows[0].archive_mode === 'always' || (rows[0].archive_mode === 'on' && !info.inRecovery);
+    const archiving = rows[0].archive_mode === 'always' || (rows[0].archive_mode === 'on' && !info.inRecovery) ||
+      (info.inRecovery && source.primaryUrl !== undefined && (await primaryArchiveMode(source.primaryUrl)).archiving);
     if (!archiving) {
       throw new PgServerError(
         `archive_mode is ${rows[0].archive_mode}${info.inRecovery ? ' on a standby' : ''}: the backup could not be restored without archived WAL`,
@@ -64,6 +69,8 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
   const gzip = new ParallelGzip({level: policy.backup.compressionLevel});
   const upload = repo.put(tarKey, gzip);
   upload.catch(() => undefined); // awaited below; a failure is handled there
+  // A standby archiving itself (archive_mode = always) waits in pg_backup_stop() for the primary to switch WAL.
+  const stopWatch = server.inRecovery && source.primaryUrl ? watchStandbyBackupStop(source.url, source.primaryUrl) : undefined;
   try {
     watcher.on('data', () => progress.update(watcher.bytes));
     const [, , result] = await Promise.all([
@@ -82,6 +89,8 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     await repo.remove([tarKey]).catch(() => undefined);
     if ((error as {stderr?: unknown}).stderr !== undefined || (error as Error).name === 'ExecaError') throw toolError('pg_basebackup', error);
     throw error;
+  } finally {
+    await stopWatch?.stop();
   }
 
   // What the backup needs: from backup_label (start) and backup_manifest or the archived .backup file (stop).
@@ -102,13 +111,20 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
   }
   const walStart = segmentNameForLsn(label.startTimeline, label.startLsn, server.walSegmentSize);
   const walStop = segmentNameForLsn(stopTimeline, stopLsn, server.walSegmentSize);
+  // A standby cannot switch segments: the primary closes the one the backup ends in, so that it gets archived.
+  if (server.inRecovery && source.primaryUrl) {
+    await closeStopSegment(repo, source.primaryUrl, walStop).catch(async (error) => {
+      await repo.remove([tarKey]).catch(() => undefined);
+      throw error;
+    });
+  }
   await waitForWal(repo, label.startTimeline, label.startLsn, stopLsn, server.walSegmentSize, deps.walWaitMs ?? 60_000)
     .catch(async (error) => {
       await repo.remove([tarKey]).catch(() => undefined);
       throw error;
     });
 
-  const xid = await withClient(policy.postgres.url, (client) => nextXid(client));
+  const xid = await withClient(source.primaryUrl ?? source.url, (client) => nextXid(client));
   const finished = deps.now();
   // The .backup file's STOP TIME has whole seconds: round up so "finished before the target" is never optimistic.
   const stopTime = history?.stopTime ? new Date(history.stopTime.getTime() + 1000) : finished;

@@ -20,6 +20,8 @@ interface RestoreOptions extends TargetOptions {
   timeout?: string;
   targetTimeline?: string;
   archiveMode?: 'preserve' | 'off';
+  standby?: boolean;
+  primaryConninfo?: string;
 }
 
 export function addTargetOptions(command: Command): Command {
@@ -45,8 +47,14 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
     .option('--timeout <seconds>', 'with --start: how long to wait for recovery', '3600')
     .option('--dry-run', 'print the plan, write nothing')
     .option('--force', 'replace the contents of a non-empty --to')
+    .option('--standby', 'lay out a standby (standby.signal, primary_conninfo) that follows the primary instead of promoting; no target')
+    .option('--primary-conninfo <conninfo>', "with --standby: the standby's primary_conninfo (default: replica.primary_conninfo, else postgres.url, without password)")
     .action(async (options: RestoreOptions) => {
       const target = parseTarget(options);
+      if (options.standby || options.primaryConninfo !== undefined) {
+        const {checkStandbyOptions} = await import('../replica/restore.js');
+        checkStandbyOptions(options, target);
+      }
       const timeline = options.targetTimeline ?? 'latest';
       if (!/^(latest|current|[1-9]\d{0,9})$/.test(timeline)) {
         throw new TargetError(`--target-timeline "${timeline}" is not a timeline`, 'give a timeline number (as in pgbk list), current or latest');
@@ -72,17 +80,23 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
           renderPlan(plan, options.to, io, globals().json);
           return;
         }
-        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: timeline, archiveMode: options.archiveMode ?? 'preserve'});
+        const standby = options.standby ? (await import('../replica/restore.js')).standbyRecovery(policy, options.primaryConninfo, io) : undefined;
+        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: timeline, archiveMode: options.archiveMode ?? 'preserve', ...(standby ? {standby} : {})});
         let started;
         if (options.start) {
           const {startRestored} = await import('../restore/start.js');
           started = await startRestored({dataDir: layout.dataDir, port, binDir: policy.postgres.binDir, timeoutMs: Number(options.timeout) * 1000});
         }
         if (globals().json) {
-          printJson(io, {backup: plan.backup.id, target: targetToJson(target), dataDir: layout.dataDir, fetchedBytes: layout.fetchedBytes, fetchMs: layout.fetchMs, started: started ?? null});
+          printJson(io, {backup: plan.backup.id, target: targetToJson(target), dataDir: layout.dataDir, fetchedBytes: layout.fetchedBytes, fetchMs: layout.fetchMs, started: started ?? null,
+            ...(standby ? {standby: {primaryConninfo: standby.primaryConninfoShown}} : {})});
           return;
         }
         io.stdout.write(`restored backup ${plan.backup.id} into ${layout.dataDir} (${formatBytes(layout.fetchedBytes)} in ${(layout.fetchMs / 1000).toFixed(1)}s)\n`);
+        if (standby) {
+          io.stdout.write(`standby of ${standby.primaryConninfoShown}: start it with: pg_ctl -D ${layout.dataDir} -o "-p <port>" start   (it restores archived WAL, then streams from the primary)\n`);
+          return;
+        }
         io.stdout.write(`target: ${describeTarget(target)}\n`);
         if (started) {
           io.stdout.write(`server started on port ${started.port} and promoted${started.newTimeline ? ` on timeline ${started.newTimeline}` : ''}\n`);

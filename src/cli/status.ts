@@ -11,6 +11,7 @@ import type {Policy} from '../policy/types.js';
 import {openRepository} from '../storage/open.js';
 import {formatBytes} from '../util/progress.js';
 import type {PolicyStatus} from '../status/status.js';
+import {renderPatroni} from '../patroni/status.js';
 import {printJson, type GlobalOptions, type Io} from './context.js';
 
 /** A policy file that loaded, or the error that says why it did not. */
@@ -124,6 +125,11 @@ export function renderStatus(statuses: PolicyStatus[], invalid: Array<{policy: s
         : 'none (no base backup)');
     }
     add('server', status.server.reachable ? (status.server.inRecovery ? 'standby (in recovery)' : 'primary') : `UNREACHABLE: ${status.server.error}`);
+    if (status.patroni) {
+      const [first, ...rest] = renderPatroni(status.patroni);
+      add('patroni', first ?? '');
+      for (const line of rest) lines.push(`  ${''.padEnd(14)}${line}`);
+    }
     const replication = status.replication;
     if (replication?.role === 'primary') {
       add('replication', replication.standbys.length === 0 ? 'no standby'

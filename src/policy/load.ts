@@ -25,7 +25,7 @@ export async function loadPolicy(lookup: PolicyLookup): Promise<Policy> {
   }
   const policy = parsePolicy(text, file, lookup.env);
   const mode = (await stat(file)).mode;
-  if ((mode & 0o004) !== 0 && (policy.repository.secretAccessKey || /:[^@/]*@/.test(policy.postgres.url))) {
+  if ((mode & 0o004) !== 0 && (policy.repository.secretAccessKey || [policy.postgres.url, policy.replica?.standbyUrl ?? ''].some((url) => /:[^@/]*@/.test(url)) || /password\s*=/i.test(policy.replica?.primaryConninfo ?? ''))) {
     process.stderr.write(`pgbk: warning: ${file} holds a secret and is readable by every user; chmod o-r it\n`);
   }
   return policy;
@@ -82,6 +82,15 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
       compressionLevel: value.backup?.compression_level ?? 1,
     },
     dump: {tables: value.dump?.tables ?? []},
+    ...(value.patroni ? {patroni: {
+      restApi: value.patroni.rest_api.map((url) => url.replace(/\/+$/, '')),
+      maximumLagOnFailover: value.patroni.maximum_lag_on_failover ?? 1_048_576,
+    }} : {}),
+    ...(value.replica ? {replica: {
+      standbyUrl: value.replica.standby_url,
+      primaryConninfo: value.replica.primary_conninfo,
+      maxLagSeconds: value.replica.max_lag === undefined ? undefined : parseDuration(value.replica.max_lag)!,
+    }} : {}),
     drill: {
       checks: (value.drill?.checks ?? []).map((check, index) => ({
         name: check.name ?? `check ${index + 1}`,

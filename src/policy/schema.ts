@@ -53,6 +53,15 @@ export const policySchema = z.strictObject({
     compression_level: z.number().int().min(0).max(9).optional(),
   }).optional(),
   dump: z.strictObject({tables: z.array(z.string().min(1)).optional()}).optional(),
+  patroni: z.strictObject({
+    rest_api: z.array(z.string().regex(/^https?:\/\/[^/]/, 'expected a REST API base URL such as http://10.0.0.11:8008')).min(1, 'list at least one member\'s REST API'),
+    maximum_lag_on_failover: z.number().int().min(0).optional(),
+  }).optional(),
+  replica: z.strictObject({
+    standby_url: z.string().regex(/^postgres(ql)?:\/\//, 'expected a libpq URL such as postgresql://postgres@standby:5432/postgres').optional(),
+    primary_conninfo: z.string().min(1).optional(),
+    max_lag: duration.optional(),
+  }).optional(),
   drill: z.strictObject({
     checks: z.array(z.strictObject({
       name: z.string().min(1).optional(),

@@ -36,8 +36,21 @@ export interface Policy {
     compressionLevel: number;
   };
   dump: {tables: string[]};
+  /** patroni strategy: where the cluster's REST API answers, and how far behind a replica may be to serve backups. */
+  patroni?: PatroniConfig;
+  /** replica strategy: the standby backups are taken from, how new standbys reach the primary, the lag allowed. */
+  replica?: ReplicaConfig;
   /** pgbk drill: the user's checks on the restored data, the opt-in heartbeat, how long a drill may take. */
   drill: {checks: DrillCheckConfig[]; heartbeat: boolean; timeoutSeconds: number};
+}
+
+export interface ReplicaConfig {
+  /** libpq URL of the standby pg_basebackup reads from (postgres.url stays the primary). */
+  standbyUrl?: string;
+  /** primary_conninfo for `pgbk restore --standby`; default: postgres.url without its password. */
+  primaryConninfo?: string;
+  /** A standby further behind than this is not backed up from (and status reports it); default: objectives.rpo. */
+  maxLagSeconds?: number;
 }
 
 export interface DrillCheckConfig {
@@ -48,4 +61,11 @@ export interface DrillCheckConfig {
   /** Or lie within these bounds (numbers). */
   min?: number;
   max?: number;
+}
+
+export interface PatroniConfig {
+  /** Base URLs of the members' REST APIs (http://host:8008); the first that answers describes the cluster. */
+  restApi: string[];
+  /** Bytes a replica may lag behind the leader and still be the backup source (Patroni's maximum_lag_on_failover). */
+  maximumLagOnFailover: number;
 }

@@ -63,6 +63,11 @@ export interface RecoveryOptions {
    * whose timelines would otherwise become "latest" for later restores.
    */
   archiveMode: 'preserve' | 'off';
+  /**
+   * restore --standby: standby.signal instead of recovery.signal, no target, this primary_conninfo: the server
+   * follows the primary (archive, then streaming) instead of promoting.
+   */
+  standby?: {primaryConninfo: string};
 }
 
 export async function layOutDataDirectory(repo: Repository, policy: Policy, plan: RestorePlan, dir: string, state: 'absent' | 'empty' | 'non-empty',
@@ -117,29 +122,32 @@ async function writeRecoveryConfig(policy: Policy, plan: RestorePlan, dataDir: s
   const restoreCommand = `${pgbkCommandPrefix()} archive-get --policy ${shellWord(policy.file)} %f %p`;
   const settings: Record<string, string> = {
     restore_command: restoreCommand,
-    ...recoverySettings(plan.target),
-    recovery_target_timeline: recovery.targetTimeline,
+    ...(recovery.standby ? {primary_conninfo: recovery.standby.primaryConninfo} : recoverySettings(plan.target)),
+    recovery_target_timeline: recovery.standby ? 'latest' : recovery.targetTimeline,
   };
   if (recovery.archiveMode === 'off') settings.archive_mode = 'off';
   // Never stay paused at the target: promote, so the server accepts writes once it is there.
-  if (plan.target.kind !== 'latest') settings.recovery_target_action = 'promote';
+  if (plan.target.kind !== 'latest' && !recovery.standby) settings.recovery_target_action = 'promote';
   const lines = [
     '',
     `# Added by pgbk restore at ${new Date().toISOString()}: backup ${plan.backup.id}, target ${describeTarget(plan.target)}.`,
-    '# PostgreSQL removes recovery.signal when recovery ends; these settings then have no effect.',
+    recovery.standby
+      ? '# A standby (standby.signal): it restores archived WAL, then streams from primary_conninfo, and never promotes by itself.'
+      : '# PostgreSQL removes recovery.signal when recovery ends; these settings then have no effect.',
     ...Object.entries(settings).map(([name, value]) => `${name} = ${quoteConfValue(value)}`),
     '',
   ];
   await appendFile(join(dataDir, 'postgresql.auto.conf'), lines.join('\n'));
-  await writeFile(join(dataDir, 'recovery.signal'), '');
-  if (isRoot()) await chownLikeData(dataDir);
+  const signal = recovery.standby ? 'standby.signal' : 'recovery.signal';
+  await writeFile(join(dataDir, signal), '');
+  if (isRoot()) await chownLikeData(dataDir, signal);
 }
 
 /** As root, give what pgbk created to the owner of the unpacked files (tar kept their owner). */
-async function chownLikeData(dataDir: string): Promise<void> {
+async function chownLikeData(dataDir: string, signal: string): Promise<void> {
   const owner = await lstat(join(dataDir, 'PG_VERSION'));
   if (owner.uid === 0) return;
-  for (const path of [dataDir, join(dataDir, 'pg_wal'), join(dataDir, 'pg_wal', 'archive_status'), join(dataDir, 'recovery.signal'), join(dataDir, 'postgresql.auto.conf')]) {
+  for (const path of [dataDir, join(dataDir, 'pg_wal'), join(dataDir, 'pg_wal', 'archive_status'), join(dataDir, signal), join(dataDir, 'postgresql.auto.conf')]) {
     await chown(path, owner.uid, owner.gid);
   }
 }

@@ -166,6 +166,7 @@ export async function runChecks(policy: Policy, repo: Repository, options: RunCh
       const standbys = physical && !settings.inRecovery ? await replicationStats(client) : [];
       const settingResults = settingChecks(policy.strategy, settings, policy, standbys.filter((s) => !s.applicationName.startsWith('pg_basebackup')));
       for (const result of settingResults) record(result);
+      if (policy.strategy === 'patroni') for (const result of await (await import('../patroni/check.js')).patroniChecks(policy, client)) record(result);
       record(repoResult);
       if (!physical) return;
       const archiving = settingResults.filter((result) => ['wal_level', 'archive_mode', 'archive_command'].includes(result.name));

@@ -21,10 +21,13 @@ import {
 import {formatDuration} from '../policy/duration.js';
 import type {Policy, Strategy} from '../policy/types.js';
 import {computeWindow, type RecoverableWindow} from '../restore/window.js';
+import {evaluatePatroni, gatherPatroniStatus, type PatroniStatus} from '../patroni/status.js';
 import {DRILL_PREFIX, jobResultKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
 import {findArchived, listArchived, type ArchivedWalFile} from '../wal/archive.js';
 import {parseLsn} from '../wal/lsn.js';
+import {probeStandby, type StandbyProbe} from '../replica/probe.js';
+import {redactUrl} from '../pg/conninfo.js';
 import {DEFAULT_SEGMENT_SIZE, parseWalFileName, segmentStartLsn} from '../wal/name.js';
 
 /** `pgbk status` found an objective missed or something broken: exit 1, so that cron and monitoring alert. */
@@ -90,6 +93,10 @@ export interface StatusFacts {
   hole?: GapFacts;
   jobs: Partial<Record<JobName, JobResult>>;
   lastDrill?: DrillReport;
+  /** replica: the standby backups are taken from (replica.standby_url), probed directly. */
+  backupStandby?: {url: string; probe: StandbyProbe};
+  /** replica: replica.max_lag, which standby lag is held to instead of the RPO. */
+  maxLagSeconds?: number;
 }
 
 export type Verdict = 'met' | 'missed' | 'unknown';
@@ -155,17 +162,27 @@ export function evaluateStatus(facts: StatusFacts, now: Date): Evaluation {
 
   // Replication is what the replica and patroni strategies promise; elsewhere it is only shown.
   const replication = server?.replication;
+  const lagLimit = facts.maxLagSeconds ?? rpoSeconds;
+  const lagName = facts.maxLagSeconds !== undefined ? 'replica.max_lag' : 'RPO';
   if (facts.strategy === 'replica' || facts.strategy === 'patroni') {
     if (replication?.role === 'primary') {
       const streaming = replication.standbys.filter((standby) => standby.state === 'streaming');
       if (streaming.length === 0) problems.push('no standby is streaming from the primary (pg_stat_replication)');
       for (const standby of streaming) {
-        if (standby.replayLagSeconds !== null && standby.replayLagSeconds > rpoSeconds) {
-          problems.push(`standby ${standby.applicationName} replays ${formatDuration(standby.replayLagSeconds)} behind (RPO ${formatDuration(rpoSeconds)})`);
+        if (standby.replayLagSeconds !== null && standby.replayLagSeconds > lagLimit) {
+          problems.push(`standby ${standby.applicationName} replays ${formatDuration(standby.replayLagSeconds)} behind (${lagName} ${formatDuration(lagLimit)})`);
         }
       }
-    } else if (replication?.role === 'standby' && replication.replayDelaySeconds !== null && replication.replayDelaySeconds > rpoSeconds) {
-      problems.push(`this standby replays ${formatDuration(replication.replayDelaySeconds)} behind the primary (RPO ${formatDuration(rpoSeconds)})`);
+    } else if (replication?.role === 'standby' && replication.replayDelaySeconds !== null && replication.replayDelaySeconds > lagLimit) {
+      problems.push(`this standby replays ${formatDuration(replication.replayDelaySeconds)} behind the primary (${lagName} ${formatDuration(lagLimit)})`);
+    }
+    const named = facts.backupStandby;
+    if (named && !named.probe.reachable) {
+      warnings.push(`standby ${named.url} (replica.standby_url) is unreachable: ${named.probe.error}; backups fall back to the primary`);
+    } else if (named?.probe.reachable && !named.probe.inRecovery) {
+      warnings.push(`${named.url} (replica.standby_url) is not in recovery: it was promoted; point postgres.url at it and name a new standby`);
+    } else if (named?.probe.reachable && named.probe.lagSeconds !== null && named.probe.lagSeconds > lagLimit) {
+      problems.push(`standby ${named.url} (replica.standby_url) replays ${formatDuration(named.probe.lagSeconds)} behind (${lagName} ${formatDuration(lagLimit)}); backups fall back to the primary`);
     }
   }
 
@@ -237,11 +254,15 @@ export interface PolicyStatus {
   server: {reachable: boolean; error?: string; inRecovery?: boolean};
   archiver: (ArchiverStats & {failing: boolean; lastArchivedAgeSeconds: number | null}) | null;
   replication: Replication | null;
+  /** replica: the standby named in replica.standby_url, as it reports itself. */
+  backupStandby: {url: string; probe: StandbyProbe} | null;
   window: {earliestTime: string | null; latestTime: string | null; latestLsn: string | null; lastSegment: string | null} | null;
   gap: (GapFacts & {message: string}) | null;
   hole: (GapFacts & {message: string}) | null;
   jobs: Record<JobName, JobResult | null>;
   lastDrill: (DrillReport & {key: string}) | null;
+  /** patroni: the cluster from GET /cluster (members, roles, timeline, lag) and the backup source. */
+  patroni?: PatroniStatus;
 }
 
 export interface GatherOptions {
@@ -267,6 +288,10 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
   // The server first: which timeline it writes decides which archived segment counts.
   const probe = await probeServer(policy, physical);
   facts.server = probe.facts;
+  if (policy.strategy === 'replica' && policy.replica?.standbyUrl) {
+    facts.backupStandby = {url: redactUrl(policy.replica.standbyUrl), probe: await probeStandby(policy.replica.standbyUrl)};
+  }
+  if (policy.strategy === 'replica' && policy.replica?.maxLagSeconds !== undefined) facts.maxLagSeconds = policy.replica.maxLagSeconds;
   const server = facts.server.reachable ? facts.server : undefined;
   const position = probe.position;
 
@@ -329,6 +354,13 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
 
   const now = options.now();
   const evaluation = evaluateStatus(facts, now);
+  const patroni = policy.strategy === 'patroni' ? await gatherPatroniStatus(policy) : undefined;
+  if (patroni) {
+    const found = evaluatePatroni(patroni);
+    evaluation.problems.push(...found.problems);
+    evaluation.warnings.push(...found.warnings);
+    evaluation.ok = evaluation.problems.length === 0;
+  }
   const archiver = server?.archiver;
   const gapJson = (gap: GapFacts | undefined) => (gap ? {...gap, message: gapMessage(gap)} : null);
   return {
@@ -353,6 +385,7 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
     server: facts.server.reachable ? {reachable: true, inRecovery: facts.server.inRecovery} : {reachable: false, error: facts.server.error},
     archiver: archiver ? {...archiver, failing: evaluation.archiverFailing, lastArchivedAgeSeconds: roundOrNull(ageOf(archiver.lastArchivedTime, now))} : null,
     replication: server?.replication ?? null,
+    backupStandby: facts.backupStandby ?? null,
     window: window
       ? {
         earliestTime: window.earliestTime?.toISOString() ?? null, latestTime: window.latestTime?.toISOString() ?? null,
@@ -363,6 +396,7 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
     hole: gapJson(facts.hole),
     jobs: {backup: facts.jobs.backup ?? null, expire: facts.jobs.expire ?? null, drill: facts.jobs.drill ?? null},
     lastDrill: lastDrill ?? null,
+    ...(patroni ? {patroni} : {}),
   };
 }
 
