@@ -5,7 +5,9 @@
 
 import {readManifest} from '../backup/manifest.js';
 import type {Policy} from '../policy/types.js';
-import {BACKUP_PREFIX, MANIFEST_NAME, walTimelineKey} from '../storage/layout.js';
+import {text} from 'node:stream/consumers';
+import type {DrillReport} from '../drill/report.js';
+import {BACKUP_PREFIX, DRILL_PREFIX, MANIFEST_NAME, walTimelineKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
 import {listArchived} from '../wal/archive.js';
 import {readJobResult, JOBS, type JobResult} from './jobs.js';
@@ -59,8 +61,19 @@ export interface PolicyMetrics {
   backupBytes?: number;
   newestBackupStop?: Date;
   newestArchivedWal?: Date;
+  /** The newest drill report (drills/<id>.json), when there is one. */
+  lastDrill?: LastDrill;
   /** Reading the repository failed or took too long (then the repository values are the last ones known). */
   collectError: boolean;
+}
+
+export interface LastDrill {
+  ok: boolean;
+  finishedAt: Date;
+  rtoSeconds: number | null;
+  rpoSeconds: number | null;
+  rtoMet: boolean;
+  rpoMet: boolean;
 }
 
 /**
@@ -89,6 +102,10 @@ export function buildFamilies(policies: PolicyMetrics[], now: Date): MetricFamil
   const walAge = family('pgbk_last_archived_wal_age_seconds', 'Seconds since the newest archived WAL file was stored');
   const objective = family('pgbk_objective_met', 'Whether the objective is met (rpo: a backup exists and the newest archived WAL, or dump for the dump strategy, is younger than the RPO)');
   const errors = family('pgbk_metrics_collect_error', 'Reading the repository for these metrics failed or timed out (1)');
+  const drillOk = family('pgbk_drill_last_ok', 'Whether the newest restore drill passed (1) or failed (0)');
+  const drillTime = family('pgbk_drill_last_timestamp_seconds', 'Unix time the newest restore drill finished');
+  const drillRto = family('pgbk_drill_rto_seconds', 'RTO the newest restore drill measured: start until the restored server accepted writes');
+  const drillRpo = family('pgbk_drill_rpo_seconds', 'RPO the newest restore drill achieved: target minus the last replayed commit');
   for (const p of policies) {
     for (const job of JOBS) {
       const result = p.jobs[job];
@@ -106,9 +123,17 @@ export function buildFamilies(policies: PolicyMetrics[], now: Date): MetricFamil
     if (p.newestBackupStop) newest.samples.push({labels, value: seconds(p.newestBackupStop)});
     if (p.newestArchivedWal) walAge.samples.push({labels, value: Math.max(0, Math.round((now.getTime() - p.newestArchivedWal.getTime()) / 1000))});
     objective.samples.push({labels: {policy: p.policy, objective: 'rpo'}, value: rpoMet(p, now) ? 1 : 0});
+    if (p.lastDrill) {
+      // RTO is proven only by a drill: without one, no sample (unknown), rather than a false 0 or 1.
+      objective.samples.push({labels: {policy: p.policy, objective: 'rto'}, value: p.lastDrill.ok && p.lastDrill.rtoMet ? 1 : 0});
+      drillOk.samples.push({labels, value: p.lastDrill.ok ? 1 : 0});
+      drillTime.samples.push({labels, value: seconds(p.lastDrill.finishedAt)});
+      if (p.lastDrill.rtoSeconds !== null) drillRto.samples.push({labels, value: p.lastDrill.rtoSeconds});
+      if (p.lastDrill.rpoSeconds !== null) drillRpo.samples.push({labels, value: p.lastDrill.rpoSeconds});
+    }
     errors.samples.push({labels, value: p.collectError ? 1 : 0});
   }
-  return [lastSuccess, lastDuration, lastResult, running, backups, bytes, newest, walAge, objective, errors];
+  return [lastSuccess, lastDuration, lastResult, running, backups, bytes, newest, walAge, objective, drillOk, drillTime, drillRto, drillRpo, errors];
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -231,12 +256,33 @@ async function collect(repo: Repository, state: RepoState): Promise<void> {
   }
   const newestArchivedWal = await newestArchived(repo, state, newest);
   state.values = {
+    lastDrill: await newestDrill(repo),
     jobs,
     backups: manifests.length,
     backupBytes: manifests.reduce((sum, m) => sum + m.storedBytes, 0),
     newestBackupStop: newest?.stopTime,
     newestArchivedWal,
   };
+}
+
+/** The newest drill report (ids sort as time; a drill a week makes this listing small). */
+async function newestDrill(repo: Repository): Promise<LastDrill | undefined> {
+  let newestKey: string | undefined;
+  for await (const object of repo.list(DRILL_PREFIX)) if (object.key.endsWith('.json') && (!newestKey || object.key > newestKey)) newestKey = object.key;
+  if (!newestKey) return undefined;
+  try {
+    const report = JSON.parse(await text(await repo.get(newestKey))) as Partial<DrillReport>;
+    return {
+      ok: report.ok === true,
+      finishedAt: new Date(report.finishedAt ?? 0),
+      rtoSeconds: typeof report.rtoSeconds === 'number' ? report.rtoSeconds : null,
+      rpoSeconds: typeof report.rpoSeconds === 'number' ? report.rpoSeconds : null,
+      rtoMet: report.objectives?.rtoMet === true,
+      rpoMet: report.objectives?.rpoMet === true,
+    };
+  } catch {
+    return undefined; // removed meanwhile, or unreadable: status and verify report that
+  }
 }
 
 const hex8 = (n: number) => n.toString(16).toUpperCase().padStart(8, '0');

@@ -94,6 +94,7 @@ describe('bad input', () => {
       ['wrong type', 'strategy: pitr\npostgres:\n  url: postgresql://x@127.0.0.1/db\nrepository:\n  url: file:///tmp/x\nretention:\n  backups: many\n', /bad\.yaml:7: retention\.backups: /],
       ['unknown strategy', 'strategy: tape\npostgres:\n  url: postgresql://x@127.0.0.1/db\nrepository:\n  url: file:///tmp/x\n', /bad\.yaml:1: strategy: /],
       ['unset variable', 'strategy: pitr\npostgres:\n  url: postgresql://x@127.0.0.1/db\nrepository:\n  url: s3://b/p\n  secret_access_key: ${PGBK_TEST_UNSET_VARIABLE}\n', /bad\.yaml:6: repository\.secret_access_key: environment variable PGBK_TEST_UNSET_VARIABLE is not set/],
+      ['bad cron', 'strategy: pitr\npostgres:\n  url: postgresql://x@127.0.0.1/db\nrepository:\n  url: file:///tmp/x\nschedule:\n  backup: "61 * * * *"\n', /bad\.yaml:7: schedule\.backup: /],
       ['bad repository url', 'strategy: pitr\npostgres:\n  url: postgresql://x@127.0.0.1/db\nrepository:\n  url: ftp://host/x\n', /bad\.yaml:5: repository\.url: /],
     ];
     it.each(cases)('%s: exit 2 with file, key and line', async (_what, text, message) => {

@@ -3,7 +3,10 @@
 
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
 import {ListObjectsV2Command, PutObjectCommand} from '@aws-sdk/client-s3';
-import {setupArchiving, snapshot, type ArchivingSetup} from '../helpers/pitr.js';
+import {readFileSync} from 'node:fs';
+import {parse} from 'yaml';
+import {setupArchiving, snapshot, writePolicy, type ArchivingSetup} from '../helpers/pitr.js';
+import {runPgbk} from '../helpers/cli.js';
 import {createS3Client} from '../helpers/s3.js';
 
 describe('dump strategy (S3 repository)', () => {
@@ -58,6 +61,19 @@ describe('dump strategy (S3 repository)', () => {
     const to = await setup.pgbk(['restore', '--to', '/tmp/nowhere']);
     expect(to.exitCode).toBe(2);
     expect(to.stderr).toMatch(/--to-db/);
+  });
+
+  it('dumps only the tables a policy names (dump.tables)', async () => {
+    await setup.cluster.psql(`create table mirrored (id int primary key); insert into mirrored values (1), (2); create table private (secret text); insert into private values ('x')`);
+    const policy = writePolicy(setup.dir, 'tables', {...parse(readFileSync(setup.policyFile, 'utf8')), dump: {tables: ['public.mirrored']}});
+    const backup = await runPgbk(['backup', '--policy', policy]);
+    expect(backup.exitCode, backup.stderr).toBe(0);
+    await setup.cluster.psql(`create database tables_copy`);
+    const restored = await runPgbk(['restore', '--policy', policy, '--to-db', setup.cluster.urlFor('tables_copy'), '--backup', backup.stdout.trim()]);
+    expect(restored.exitCode, restored.stderr).toBe(0);
+    expect(await setup.cluster.psql(`select string_agg(tablename, ',' order by tablename) from pg_tables where schemaname = 'public'`, {database: 'tables_copy'})).toBe('mirrored');
+    expect(await setup.cluster.psql(`select count(*) from mirrored`, {database: 'tables_copy'})).toBe('2');
+    await setup.cluster.psql(`drop table mirrored; drop table private`);
   });
 
   it('changes nothing when the stored dump is corrupt', async () => {

@@ -60,6 +60,22 @@ describe('Prometheus text format', () => {
     expect(text).toContain('# TYPE pgbk_backups gauge\n');
   });
 
+  it('exposes the newest drill: result, time, RTO, RPO and the RTO objective (absent without a drill)', () => {
+    expect(formatPrometheus(buildFamilies([base], now))).not.toContain('objective="rto"');
+    const drilled = {...base, lastDrill: {ok: true, finishedAt: new Date('2026-11-26T04:00:00Z'), rtoSeconds: 42.5, rpoSeconds: 0.3, rtoMet: true, rpoMet: true}};
+    const text = formatPrometheus(buildFamilies([drilled], now));
+    expect(text).toContain('pgbk_objective_met{policy="orders",objective="rto"} 1\n');
+    expect(text).toContain('pgbk_drill_last_ok{policy="orders"} 1\n');
+    expect(text).toContain(`pgbk_drill_last_timestamp_seconds{policy="orders"} ${Date.parse('2026-11-26T04:00:00Z') / 1000}\n`);
+    expect(text).toContain('pgbk_drill_rto_seconds{policy="orders"} 42.5\n');
+    expect(text).toContain('pgbk_drill_rpo_seconds{policy="orders"} 0.3\n');
+    const slow = formatPrometheus(buildFamilies([{...drilled, lastDrill: {...drilled.lastDrill, rtoMet: false}}], now));
+    expect(slow).toContain('pgbk_objective_met{policy="orders",objective="rto"} 0\n');
+    const failed = formatPrometheus(buildFamilies([{...drilled, lastDrill: {...drilled.lastDrill, ok: false}}], now));
+    expect(failed).toContain('pgbk_drill_last_ok{policy="orders"} 0\n');
+    expect(failed).toContain('pgbk_objective_met{policy="orders",objective="rto"} 0\n');
+  });
+
   it('misses the RPO without a backup, with old WAL, and (dump) with an old dump', () => {
     expect(rpoMet(base, now)).toBe(true);
     expect(rpoMet({...base, backups: 0}, now)).toBe(false);
