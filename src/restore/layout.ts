@@ -6,7 +6,7 @@ import {fileURLToPath} from 'node:url';
 import {pipeline} from 'node:stream/promises';
 import {createGunzip} from 'node:zlib';
 import {execa} from 'execa';
-import {DestinationError, RestoreError} from '../errors.js';
+import {CorruptObjectError, DestinationError, ObjectNotFoundError, RestoreError} from '../errors.js';
 import type {Policy} from '../policy/types.js';
 import type {Repository} from '../storage/repository.js';
 import {ChecksumVerifier} from '../util/streams.js';
@@ -77,27 +77,58 @@ export async function layOutDataDirectory(repo: Repository, policy: Policy, plan
   await mkdir(dataDir, {recursive: true, mode: 0o700});
   const started = Date.now();
   let fetchedBytes = 0;
-  try {
-    for (const object of plan.backup.objects) {
-      const progress = createProgress(`restore ${object.name}`, process.stderr, object.sizeBytes);
-      const body = await repo.get(object.key);
-      const verifier = new ChecksumVerifier(object.sha256, object.key);
-      verifier.on('data', () => progress.update(verifier.bytes));
-      const tar = execa('tar', ['-x', '-f', '-', '-C', dataDir], {stdin: 'pipe', buffer: {stdout: false, stderr: true}, stdout: 'ignore'});
-      const stages = object.compression === 'gzip' ? [body, verifier, createGunzip(), tar.stdin!] : [body, verifier, tar.stdin!];
-      await Promise.all([pipeline(stages as never), tar]);
-      progress.done();
-      fetchedBytes += verifier.bytes;
+  // A dropped connection or a stalled stream is worth another try; a checksum mismatch is not.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      fetchedBytes = await unpackObjects(repo, plan, dataDir);
+      break;
+    } catch (error) {
+      // Leave nothing that could be started by mistake: an unpacked half backup is worse than none.
+      await emptyDirectory(dataDir).catch(() => undefined);
+      const permanent = error instanceof CorruptObjectError || error instanceof ObjectNotFoundError || (error as {code?: string}).code === 'ENOSPC';
+      if (permanent || attempt >= UNPACK_ATTEMPTS) {
+        if (error instanceof RestoreError || error instanceof CorruptObjectError) throw error;
+        throw new RestoreError(`cannot unpack backup ${plan.backup.id} into ${dataDir}: ${(error as {shortMessage?: string}).shortMessage ?? (error as Error).message}`, undefined, {cause: error});
+      }
+      await new Promise((resolveDelay) => setTimeout(resolveDelay, 1000 * attempt));
     }
-  } catch (error) {
-    // Leave nothing that could be started by mistake: an unpacked half backup is worse than none.
-    await emptyDirectory(dataDir).catch(() => undefined);
-    if (error instanceof RestoreError || (error as {code?: string}).code === 'repo.corrupt') throw error;
-    throw new RestoreError(`cannot unpack backup ${plan.backup.id} into ${dataDir}: ${(error as {shortMessage?: string}).shortMessage ?? (error as Error).message}`, undefined, {cause: error});
   }
   const fetchMs = Date.now() - started;
   await writeRecoveryConfig(policy, plan, dataDir, recovery);
   return {dataDir, fetchedBytes, fetchMs};
+}
+
+const UNPACK_ATTEMPTS = 3;
+
+/** Fetches, verifies and unpacks every object of the backup; returns the bytes fetched. */
+async function unpackObjects(repo: Repository, plan: RestorePlan, dataDir: string): Promise<number> {
+  let fetchedBytes = 0;
+  for (const object of plan.backup.objects) {
+    const progress = createProgress(`restore ${object.name}`, process.stderr, object.sizeBytes);
+    const body = await repo.get(object.key);
+    const verifier = new ChecksumVerifier(object.sha256, object.key);
+    verifier.on('data', () => progress.update(verifier.bytes));
+    const tar = execa('tar', ['-x', '-f', '-', '-C', dataDir], {stdin: 'pipe', buffer: {stdout: false, stderr: true}, stdout: 'ignore'});
+    const stages = object.compression === 'gzip' ? [body, verifier, createGunzip(), tar.stdin!] : [body, verifier, tar.stdin!];
+    const [streamed, unpacked] = await Promise.allSettled([pipeline(stages as never), tar]);
+    if (streamed.status === 'rejected') {
+      const reason = streamed.reason as NodeJS.ErrnoException;
+      if (reason instanceof CorruptObjectError) throw reason;
+      if (reason?.code === 'Z_DATA_ERROR' || reason?.code === 'Z_BUF_ERROR') {
+        throw new CorruptObjectError(`backup object ${object.key} is not valid gzip data: ${reason.message}`,
+          'the stored backup is damaged; restore from another backup (pgbk list, --backup <id>) and run pgbk verify');
+      }
+    }
+    // When tar fails, its own message says more than the broken pipe it leaves behind.
+    if (unpacked.status === 'rejected') {
+      body.destroy();
+      throw unpacked.reason;
+    }
+    if (streamed.status === 'rejected') throw streamed.reason;
+    progress.done();
+    fetchedBytes += verifier.bytes;
+  }
+  return fetchedBytes;
 }
 
 async function emptyDirectory(dir: string): Promise<void> {
