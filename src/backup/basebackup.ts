@@ -21,7 +21,7 @@ import {TarWatcher} from './tar-watch.js';
 import {ParallelGzip} from '../util/parallel-gzip.js';
 import {newBackupId} from './id.js';
 import {resolveBackupSource} from './source.js';
-import {closeStopSegment, primaryArchiveMode, watchStandbyBackupStop} from '../replica/backup.js';
+import {closeStopSegment, prepareStandbyBackup, primaryArchiveMode, watchStandbyBackupStop} from '../replica/backup.js';
 
 export interface BackupDeps {
   policy: Policy;
@@ -62,6 +62,7 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     '--dbname', conn.url, '--pgdata', '-', '--format', 'tar', '--wal-method', 'none',
     '--checkpoint', policy.backup.checkpoint, '--label', `pgbk ${id}`, '--no-password',
   ];
+  if (server.inRecovery && source.primaryUrl) await prepareStandbyBackup(source.url, source.primaryUrl);
   const child = spawnPg('pg_basebackup', args, {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal});
   const tarKey = backupObjectKey(id, 'base.tar.gz');
   let stored;

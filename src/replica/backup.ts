@@ -99,3 +99,35 @@ export function watchStandbyBackupStop(standbyUrl: string, primaryUrl: string, o
     },
   };
 }
+
+/**
+ * Before a standby backup: a checkpoint on the primary, replayed by the standby, so that the restartpoint the
+ * backup starts with moves the standby's minimum recovery point forward. pg_backup_stop() on a standby takes its
+ * stop point from there; left stale (no checkpoint since the standby came up), it can name a segment the standby
+ * got from pg_basebackup and will never archive itself, and with archive_mode = always the backup then waits
+ * forever. pgBackRest does the same for backups from a standby.
+ */
+export async function prepareStandbyBackup(standbyUrl: string, primaryUrl: string, options: {timeoutMs?: number} = {}): Promise<void> {
+  const lsn = await withClient(primaryUrl, async (client) => {
+    try {
+      await client.query('checkpoint');
+    } catch (error) {
+      throw new PgServerError(`cannot run CHECKPOINT on the primary ${redactUrl(primaryUrl)} before backing up the standby: ${(error as Error).message}`,
+        'the backup role needs superuser or (PostgreSQL 15+) the pg_checkpoint role on the primary', {cause: error});
+    }
+    const {rows} = await client.query(`select pg_current_wal_lsn()::text as lsn`);
+    return rows[0].lsn as string;
+  });
+  const deadline = Date.now() + (options.timeoutMs ?? 60_000);
+  await withClient(standbyUrl, async (client) => {
+    for (;;) {
+      const {rows} = await client.query(`select pg_last_wal_replay_lsn() >= $1::pg_lsn as replayed`, [lsn]);
+      if (rows[0].replayed) return;
+      if (Date.now() > deadline) {
+        throw new PgServerError(`the standby ${redactUrl(standbyUrl)} did not replay the primary's checkpoint (${lsn}) within ${Math.round((options.timeoutMs ?? 60_000) / 1000)}s`,
+          'check replication (pg_stat_replication on the primary), or let the backup run on the primary');
+      }
+      await new Promise((resolve) => setTimeout(resolve, 200));
+    }
+  });
+}
