@@ -2,21 +2,41 @@
 
 import {Command, CommanderError} from 'commander';
 import {PgbkError} from './errors.js';
-import {registerArchiveCommands} from './cli/archive.js';
-import {registerBackupCommand} from './cli/backup.js';
-import {registerListCommand} from './cli/list.js';
-import {registerRestoreCommand} from './cli/restore.js';
-import {registerDemoCommand} from './cli/demo.js';
-import {registerDrillCommand} from './cli/drill.js';
-import {registerStatusCommand} from './cli/status.js';
-import {registerCheckCommand} from './cli/check.js';
-import {registerScheduleCommand} from './cli/schedule.js';
-import {registerExpireCommand} from './cli/expire.js';
-import {registerVerifyCommand} from './cli/verify.js';
-import {registerPatroniReplicaCommand} from './cli/patroni-replica.js';
 import type {GlobalOptions, Io} from './cli/context.js';
 
-export function buildProgram(io: Io): Command {
+type Register = (program: Command, io: Io, globals: () => GlobalOptions) => void;
+
+/** The commands PostgreSQL runs once per WAL file: they load nothing else (start-up time is their cost). */
+const ARCHIVE_COMMANDS = new Set(['archive-push', 'archive-get', 'archive-prefetch', 'archive-push-ahead']);
+const OPTIONS_WITH_VALUE = new Set(['--policy', '--policies']);
+
+/** The command word of argv (skipping global options and their values). */
+export function commandOf(argv: string[]): string | undefined {
+  for (let index = 2; index < argv.length; index++) {
+    const word = argv[index]!;
+    if (OPTIONS_WITH_VALUE.has(word)) index++;
+    else if (!word.startsWith('-')) return word;
+  }
+  return undefined;
+}
+
+async function registrations(argv: string[]): Promise<Register[]> {
+  const archive = (await import('./cli/archive.js')).registerArchiveCommands;
+  if (ARCHIVE_COMMANDS.has(commandOf(argv) ?? '')) return [archive];
+  const modules = await Promise.all([
+    import('./cli/backup.js'), import('./cli/list.js'), import('./cli/restore.js'), import('./cli/demo.js'),
+    import('./cli/drill.js'), import('./cli/status.js'), import('./cli/check.js'), import('./cli/schedule.js'),
+    import('./cli/expire.js'), import('./cli/verify.js'), import('./cli/patroni-replica.js'),
+  ]);
+  const [backup, list, restore, demo, drill, status, check, schedule, expire, verify, patroni] = modules;
+  return [
+    archive, backup.registerBackupCommand, list.registerListCommand, restore.registerRestoreCommand, demo.registerDemoCommand,
+    drill.registerDrillCommand, status.registerStatusCommand, check.registerCheckCommand, schedule.registerScheduleCommand,
+    expire.registerExpireCommand, verify.registerVerifyCommand, patroni.registerPatroniReplicaCommand,
+  ];
+}
+
+export function buildProgram(io: Io, register: Register[]): Command {
   const program = new Command('pgbk')
     .description('PostgreSQL backups, WAL archiving and point-in-time recovery')
     .version('0.1.0')
@@ -29,24 +49,13 @@ export function buildProgram(io: Io): Command {
     .exitOverride()
     .configureOutput({writeOut: (text) => io.stdout.write(text), writeErr: (text) => io.stderr.write(text)});
   const globals = () => program.opts<GlobalOptions>();
-  registerArchiveCommands(program, io, globals);
-  registerBackupCommand(program, io, globals);
-  registerListCommand(program, io, globals);
-  registerRestoreCommand(program, io, globals);
-  registerDemoCommand(program, io, globals);
-  registerDrillCommand(program, io, globals);
-  registerStatusCommand(program, io, globals);
-  registerCheckCommand(program, io, globals);
-  registerScheduleCommand(program, io, globals);
-  registerExpireCommand(program, io, globals);
-  registerVerifyCommand(program, io, globals);
-  registerPatroniReplicaCommand(program, io, globals);
+  for (const add of register) add(program, io, globals);
   for (const command of program.commands) command.exitOverride();
   return program;
 }
 
 export async function run(argv: string[], io: Io): Promise<number> {
-  const program = buildProgram(io);
+  const program = buildProgram(io, await registrations(argv));
   try {
     await program.parseAsync(argv);
     return 0;
