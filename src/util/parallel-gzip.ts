@@ -26,7 +26,7 @@ export class ParallelGzip extends Transform {
 
   constructor(private readonly options: ParallelGzipOptions) {
     super();
-    this.blockBytes = options.blockBytes ?? 4 * 1024 * 1024;
+    this.blockBytes = options.blockBytes ?? 1024 * 1024;
     this.parallelism = options.parallelism ?? Math.max(2, Math.min(4, availableParallelism()));
   }
 
