@@ -2,7 +2,7 @@
 // point-in-time restore, rows compared — with nothing to set up. Every step runs the real pgbk commands.
 
 import {chown, mkdtemp, rm, writeFile, readFile} from 'node:fs/promises';
-import {createServer} from 'node:net';
+import {freeLoopbackPort} from '../util/net.js';
 import {tmpdir, userInfo} from 'node:os';
 import {join} from 'node:path';
 import {execa} from 'execa';
@@ -29,8 +29,8 @@ export async function runDemo(io: Io, keep: boolean): Promise<void> {
   const dataDir = join(base, 'data');
   const restoreDir = join(base, 'restored');
   const policyFile = join(base, 'demo.yaml');
-  const port = await freePort();
-  const restorePort = await freePort();
+  const port = await freeLoopbackPort();
+  const restorePort = await freeLoopbackPort();
   const url = `postgresql://${owner}@127.0.0.1:${port}/postgres`;
   const pgbk = pgbkCommandPrefix();
   const pgbkArgv = (args: string[]) => {
@@ -144,14 +144,4 @@ async function chownToPostgres(path: string): Promise<void> {
   const {stdout: uid} = await execa('id', ['-u', 'postgres']);
   const {stdout: gid} = await execa('id', ['-g', 'postgres']);
   await chown(path, Number(uid), Number(gid));
-}
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      server.close(() => (typeof address === 'object' && address ? resolve(address.port) : reject(new Error('no port'))));
-    });
-  });
 }

@@ -3,7 +3,6 @@
 // also when the drill fails or pgbk receives SIGTERM/SIGINT.
 
 import {chown, mkdir, mkdtemp, readFile, rm, stat, writeFile, access} from 'node:fs/promises';
-import {createServer} from 'node:net';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {execa} from 'execa';
@@ -24,19 +23,7 @@ export async function makeScratchDirs(drillId: string): Promise<ScratchDirs> {
   return {baseDir, dataDir: join(baseDir, 'data'), socketDir: join(baseDir, 'socket'), logFile: join(baseDir, 'server.log'), hbaFile: join(baseDir, 'pg_hba.conf')};
 }
 
-/** A free TCP port on 127.0.0.1 (bind port 0, read it, close). */
-export function freeLoopbackPort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error('no free loopback port'))));
-    });
-  });
-}
+export {freeLoopbackPort} from '../util/net.js';
 
 export interface ScratchServerOptions {
   dirs: ScratchDirs;
