@@ -17,7 +17,8 @@ import {runAmcheck, runUserChecks} from './checks.js';
 import {checkHeartbeat, writeHeartbeat} from './heartbeat.js';
 import {findExpectedPoint, readServerPoint, restoredSegments, type ExpectedPoint, type ServerPoint} from './proof.js';
 import {drillIdFor, evaluateObjectives, isPassing, type DrillCheckResult, type DrillReport} from './report.js';
-import {freeLoopbackPort, logTail, makeScratchDirs, onInterrupt, postmasterPid, removeDir, startScratchServer, stopScratchServer, type ScratchDirs} from './scratch.js';
+import {freeLoopbackPort, logTail, makeScratchDirs, onInterrupt, removeDir, startScratchServer, stopScratchServer, type ScratchDirs} from './scratch.js';
+import {postmasterPid} from '../pg/postmaster.js';
 import {formatMicros, randomTargetIn, targetMicros} from './target.js';
 
 export interface DrillOptions {

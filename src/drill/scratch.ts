@@ -9,6 +9,8 @@ import {execa} from 'execa';
 import {RestoreError} from '../errors.js';
 import {pgBinary} from '../pg/bin.js';
 import {asOwnerOf, isRoot} from '../pg/owner.js';
+import {postmasterPid} from '../pg/postmaster.js';
+import {processAlive} from '../util/process.js';
 
 export interface ScratchDirs {
   baseDir: string;
@@ -67,19 +69,6 @@ export async function startScratchServer(options: ScratchServerOptions): Promise
 }
 
 /** The postmaster's pid from postmaster.pid, when it is alive. */
-export async function postmasterPid(dataDir: string): Promise<number | undefined> {
-  const pid = Number((await readFile(join(dataDir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
-  return pid > 0 && isAlive(pid) ? pid : undefined;
-}
-
-export function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 /** pg_ctl -m immediate stop, then SIGKILL if the postmaster is still there; bounded. */
 export async function stopScratchServer(dataDir: string, binDir?: string): Promise<void> {
@@ -92,7 +81,7 @@ export async function stopScratchServer(dataDir: string, binDir?: string): Promi
     // fall through to SIGKILL
   }
   const deadline = Date.now() + 10_000;
-  while (isAlive(pid) && Date.now() < deadline) {
+  while (processAlive(pid) && Date.now() < deadline) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {

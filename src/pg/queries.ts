@@ -1,7 +1,6 @@
 // The SQL pgbk runs, by name, with typed results.
 
 import type {Client} from 'pg';
-import {parseLsn, type Lsn} from '../wal/lsn.js';
 
 export interface ServerInfo {
   versionNum: number;
@@ -26,13 +25,13 @@ export async function serverInfo(client: Client): Promise<ServerInfo> {
     systemId: row.system_id,
     timeline: row.timeline,
     inRecovery: row.in_recovery,
-    walSegmentSize: parseSize(row.wal_segment_size),
+    walSegmentSize: parseSizeSetting(row.wal_segment_size),
     dataDirectory: row.data_directory,
   };
 }
 
-/** "16MB" → bytes. */
-function parseSize(text: string): number {
+/** A size setting as current_setting() shows it ("16MB") → bytes. */
+export function parseSizeSetting(text: string): number {
   const match = /^(\d+)\s*(B|kB|MB|GB)?$/.exec(text.trim());
   if (!match) return 16 * 1024 * 1024;
   const unit = {B: 1, kB: 1024, MB: 1024 ** 2, GB: 1024 ** 3}[match[2] ?? 'B'] ?? 1;
@@ -45,18 +44,5 @@ export async function nextXid(client: Client): Promise<string> {
   return rows[0].xid;
 }
 
-/** Forces a segment switch so the current one gets archived; returns the switch LSN. */
-export async function walSwitch(client: Client): Promise<Lsn> {
-  const {rows} = await client.query(`select pg_switch_wal()::text as lsn`);
-  return parseLsn(rows[0].lsn)!;
-}
 
-export async function currentWalLsn(client: Client): Promise<Lsn> {
-  const {rows} = await client.query(`select pg_current_wal_lsn()::text as lsn`);
-  return parseLsn(rows[0].lsn)!;
-}
 
-export async function serverNow(client: Client): Promise<Date> {
-  const {rows} = await client.query(`select now() as now`);
-  return rows[0].now;
-}

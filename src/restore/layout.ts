@@ -1,6 +1,6 @@
 // Lays out a data directory from a base backup: fetch, verify, unpack, then the recovery settings.
 
-import {chown, mkdir, readdir, readFile, rm, stat, writeFile, appendFile, lstat} from 'node:fs/promises';
+import {chown, mkdir, readdir, rm, stat, writeFile, appendFile, lstat} from 'node:fs/promises';
 import {join, resolve, dirname} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {pipeline} from 'node:stream/promises';
@@ -12,6 +12,7 @@ import type {Repository} from '../storage/repository.js';
 import {ChecksumVerifier} from '../util/streams.js';
 import {createProgress} from '../util/progress.js';
 import {isRoot} from '../pg/owner.js';
+import {postmasterPid} from '../pg/postmaster.js';
 import type {RestorePlan} from './plan.js';
 import {describeTarget, quoteConfValue, recoverySettings} from './target.js';
 
@@ -27,11 +28,9 @@ export async function checkDestination(dir: string, force: boolean): Promise<'ab
     throw error instanceof DestinationError ? error : new DestinationError(`--to ${dir}: ${(error as Error).message}`);
   }
   if (entries.length === 0) return 'empty';
-  if (entries.includes('postmaster.pid')) {
-    const pid = Number((await readFile(join(dir, 'postmaster.pid'), 'utf8').catch(() => '')).split('\n')[0]);
-    if (pid > 0 && isAlive(pid)) {
-      throw new DestinationError(`--to ${dir} belongs to a running PostgreSQL server (pid ${pid})`, 'stop that server first; pgbk never overwrites a running cluster');
-    }
+  const pid = await postmasterPid(dir);
+  if (pid !== undefined) {
+    throw new DestinationError(`--to ${dir} belongs to a running PostgreSQL server (pid ${pid})`, 'stop that server first; pgbk never overwrites a running cluster');
   }
   if (!force) {
     throw new DestinationError(`--to ${dir} is not empty (${entries.length} entries)`, 'give an empty or new directory, or --force to replace its contents');
@@ -39,14 +38,6 @@ export async function checkDestination(dir: string, force: boolean): Promise<'ab
   return 'non-empty';
 }
 
-function isAlive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
-}
 
 export interface LayoutResult {
   dataDir: string;

@@ -2,7 +2,7 @@
 
 import {NothingToRestoreError, TargetError} from '../errors.js';
 import type {BackupManifest} from '../backup/manifest.js';
-import {formatLsn, parseLsn} from '../wal/lsn.js';
+import {parseLsn} from '../wal/lsn.js';
 import type {RecoverableWindow} from './window.js';
 import {describeTarget, type Target} from './target.js';
 
@@ -96,5 +96,4 @@ function checkWindow(target: Target, window: RecoverableWindow): void {
       'pick an earlier LSN, or let more WAL reach the archive and try again',
     );
   }
-  void formatLsn;
 }

@@ -4,7 +4,7 @@
 import type {BackupManifest} from '../backup/manifest.js';
 import type {Repository} from '../storage/repository.js';
 import {listArchived, type ArchivedWalFile} from '../wal/archive.js';
-import {parseLsn, formatLsn, type Lsn} from '../wal/lsn.js';
+import {formatLsn} from '../wal/lsn.js';
 import {DEFAULT_SEGMENT_SIZE, parseWalFileName, segmentName, segmentNumberOf, segmentStartLsn} from '../wal/name.js';
 import {lastCommitInSegment, type CommitInfo} from '../wal/waldump.js';
 
@@ -95,6 +95,3 @@ function nextName(sameTimelineAs: string, segno: bigint, segmentSize: number): s
   return segmentName(Number.parseInt(sameTimelineAs.slice(0, 8), 16), segno, segmentSize);
 }
 
-export function lsnOf(text: string | undefined): Lsn | undefined {
-  return text ? parseLsn(text) : undefined;
-}

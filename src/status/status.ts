@@ -14,6 +14,7 @@ import {text} from 'node:stream/consumers';
 import {readCatalog, type BackupManifest} from '../backup/manifest.js';
 import {ObjectNotFoundError, PgbkError} from '../errors.js';
 import {withClient} from '../pg/client.js';
+import {parseSizeSetting} from '../pg/queries.js';
 import {
   archiverStats, replicationStats, standbyDelay, walPosition,
   type ArchiverStats, type StandbyReplication,
@@ -28,7 +29,7 @@ import {findArchived, listArchived, type ArchivedWalFile} from '../wal/archive.j
 import {parseLsn} from '../wal/lsn.js';
 import {probeStandby, type StandbyProbe} from '../replica/probe.js';
 import {redactUrl} from '../pg/conninfo.js';
-import {DEFAULT_SEGMENT_SIZE, parseWalFileName, segmentStartLsn} from '../wal/name.js';
+import {parseWalFileName, segmentStartLsn} from '../wal/name.js';
 
 /** `pgbk status` found an objective missed or something broken: exit 1, so that cron and monitoring alert. */
 export class ObjectivesMissedError extends PgbkError {
@@ -421,7 +422,7 @@ async function probeServer(policy: Policy, physical: boolean): Promise<ServerPro
         ? {role: 'standby', replayDelaySeconds: (await standbyDelay(client)).replayDelaySeconds}
         // pg_basebackup's own walsenders are not standbys
         : {role: 'primary', standbys: (await replicationStats(client)).filter((row) => !row.applicationName.startsWith('pg_basebackup'))};
-      const walSegmentSize = parseSize(position.walSegmentSize);
+      const walSegmentSize = parseSizeSetting(position.walSegmentSize);
       return {facts, position: {currentWalFile: position.currentWalFile, currentLsn: position.currentLsn, walSegmentSize}};
     });
   } catch (error) {
@@ -429,11 +430,6 @@ async function probeServer(policy: Policy, physical: boolean): Promise<ServerPro
   }
 }
 
-function parseSize(text: string): number {
-  const match = /^(\d+)\s*(B|kB|MB|GB)?$/.exec(text.trim());
-  if (!match) return DEFAULT_SEGMENT_SIZE;
-  return Number(match[1]) * ({B: 1, kB: 1024, MB: 1024 ** 2, GB: 1024 ** 3}[match[2] ?? 'B'] ?? 1);
-}
 
 async function gapFacts(repo: Repository, gap: {missing: string; after: string}, backup: BackupManifest): Promise<GapFacts> {
   // The backup's own first segment missing: nothing after the backup's start can be reached.

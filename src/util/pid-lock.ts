@@ -2,17 +2,12 @@
 // prefetcher). A lock whose process is gone is stale and taken over.
 
 import {open, readFile, unlink} from 'node:fs/promises';
+import {processAlive} from './process.js';
 
 /** True while the process named in the lock file lives. */
 export async function lockHolderAlive(lockFile: string): Promise<boolean> {
   const pid = Number((await readFile(lockFile, 'utf8').catch(() => '')).trim());
-  if (!pid) return false;
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch (error) {
-    return (error as NodeJS.ErrnoException).code === 'EPERM';
-  }
+  return pid > 0 && processAlive(pid);
 }
 
 /** Takes the lock for this process; false when a live process holds it. Release with releasePidLock. */

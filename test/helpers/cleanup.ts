@@ -4,6 +4,7 @@
 import {existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync} from 'node:fs';
 import {createHash} from 'node:crypto';
 import {join} from 'node:path';
+import {processAlive} from '../../src/util/process.js';
 
 export const RUN_DIR_ENV = 'PGBK_TEST_RUN_DIR';
 
@@ -49,14 +50,6 @@ export function livePostmasterPid(dataDir: string): number | undefined {
   return pid;
 }
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Data dirs (dirs holding postmaster.pid) at depth 0..2 under root. */
 export function findDataDirs(root: string, depth = 2): string[] {
@@ -100,8 +93,8 @@ export function signalPostmasters(dataDirs: string[], signal: NodeJS.Signals = '
 export async function killPostmasters(dataDirs: string[]): Promise<void> {
   const pids = signalPostmasters(dataDirs);
   const deadline = Date.now() + 10_000;
-  while (pids.some(alive) && Date.now() < deadline) await sleep(100);
-  for (const pid of pids.filter(alive)) {
+  while (pids.some(processAlive) && Date.now() < deadline) await sleep(100);
+  for (const pid of pids.filter(processAlive)) {
     try {
       process.kill(pid, 'SIGKILL');
     } catch {
@@ -109,7 +102,7 @@ export async function killPostmasters(dataDirs: string[]): Promise<void> {
     }
   }
   const killDeadline = Date.now() + 5_000;
-  while (pids.some(alive) && Date.now() < killDeadline) await sleep(100);
+  while (pids.some(processAlive) && Date.now() < killDeadline) await sleep(100);
 }
 
 export async function cleanupRecordedDirs(runDir: string): Promise<void> {

@@ -7,13 +7,13 @@
 // the global teardown (see cleanup.ts).
 import {execFileSync} from 'node:child_process';
 import {chmodSync, chownSync, existsSync, mkdtempSync, readdirSync, readFileSync, appendFileSync, rmSync} from 'node:fs';
-import {createServer} from 'node:net';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {execa} from 'execa';
 import pg from 'pg';
 import {afterAll} from 'vitest';
 import {forgetDir, killPostmasters, livePostmasterPid, recordDir, signalPostmasters, sleep} from './cleanup.js';
+import {freeLoopbackPort} from '../../src/util/net.js';
 
 export type ConfInput = string[] | Record<string, string | number | boolean>;
 export type StopMode = 'smart' | 'fast' | 'immediate';
@@ -138,19 +138,8 @@ export function pgBinDir(): string {
   throw new Error(`PostgreSQL server binaries (initdb, pg_ctl) not found; searched: ${searched.join(', ')}`);
 }
 
-/** A free TCP port on 127.0.0.1 (bind port 0, read it, close). */
-export function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.unref();
-    server.on('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const address = server.address();
-      const port = typeof address === 'object' && address ? address.port : 0;
-      server.close(() => (port ? resolve(port) : reject(new Error('could not get a free port'))));
-    });
-  });
-}
+/** A free TCP port on 127.0.0.1. */
+export const freePort = freeLoopbackPort;
 
 /** Give a path to the postgres user (when root; otherwise it is already ours). */
 export function chownToPostgres(path: string): void {

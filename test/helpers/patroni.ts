@@ -14,6 +14,7 @@ import {stringify} from 'yaml';
 import {killPostmasters, sleep, forgetDir} from './cleanup.js';
 import {chownToPostgres, freePort, isRoot, makeTempDir, pgBinDir, runAsPostgres, waitFor, type ExecResult} from './cluster.js';
 import {baseEnv, pgbkBin} from './cli.js';
+import {processAlive} from '../../src/util/process.js';
 
 export interface HaBinaries {
   patroni: string;
@@ -47,14 +48,6 @@ interface Managed {
 
 const running = new Set<Managed>();
 
-function alive(pid: number): boolean {
-  try {
-    process.kill(pid, 0);
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 function signalGroup(pid: number, signal: NodeJS.Signals): void {
   try {
@@ -71,7 +64,7 @@ async function stopManaged(proc: Managed, graceMs: number): Promise<void> {
   if (!pid) return;
   signalGroup(pid, 'SIGTERM');
   const deadline = Date.now() + graceMs;
-  while (alive(pid) && proc.child.exitCode === null && proc.child.signalCode === null && Date.now() < deadline) await sleep(100);
+  while (processAlive(pid) && proc.child.exitCode === null && proc.child.signalCode === null && Date.now() < deadline) await sleep(100);
   signalGroup(pid, 'SIGKILL');
 }
 

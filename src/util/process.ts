@@ -1,0 +1,10 @@
+// Is a process there? (signal 0: EPERM means it exists under another user.)
+
+export function processAlive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === 'EPERM';
+  }
+}
