@@ -73,6 +73,19 @@ export class ObjectNotFoundError extends PgbkError {
   }
 }
 
+/**
+ * A conditional put (create-only, or compare-and-swap) found the object not as required: it exists
+ * already, or changed since it was read. Nothing was written.
+ */
+export class PreconditionFailedError extends PgbkError {
+  readonly code = 'repo.precondition-failed';
+  constructor(readonly key: string, readonly condition: 'if-none-match' | 'if-match', options?: ErrorOptions) {
+    super(condition === 'if-none-match'
+      ? `object already exists in repository: ${key}`
+      : `object changed in repository since it was read: ${key}`, undefined, options);
+  }
+}
+
 /** The repository could not be read or written after retries (outage, permissions). */
 export class RepositoryError extends PgbkError {
   readonly code = 'repo.unavailable';

@@ -10,6 +10,9 @@
 
 import {isWalFileName} from '../wal/name.js';
 
+/** What the store enforces (conditional writes), probed once and recorded (see repository.ts). */
+export const CAPABILITIES_KEY = 'capabilities.json';
+
 export const WAL_PREFIX = 'wal/';
 export const BACKUP_PREFIX = 'backups/';
 export const MANIFEST_NAME = 'manifest.json';

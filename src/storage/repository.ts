@@ -7,11 +7,17 @@ export interface StoredObject {
   sizeBytes: number;
   /** When the object was last written, as the store reports it. */
   modified?: Date;
+  /**
+   * Opaque token naming this version of the object (S3: its ETag; local: inode, size and times), for
+   * compare-and-swap with `put(..., {ifMatch})`. Given by stat() and put(); list() may leave it out.
+   */
+  version?: string;
 }
 
 export interface PutResult extends StoredObject {
   /** SHA-256 (hex) of the bytes stored, computed while they streamed through. */
   sha256: string;
+  version: string;
 }
 
 export interface PutOptions {
@@ -19,6 +25,33 @@ export interface PutOptions {
   sizeBytes?: number;
   /** Called with the number of bytes written so far (progress display). */
   onProgress?: (bytes: number) => void;
+  /**
+   * '*': create only. Rejects with PreconditionFailedError, and leaves the stored object as it was, when
+   * `key` exists. Atomic (two writers racing: exactly one succeeds) where conditionalWrites().createOnly.
+   */
+  ifNoneMatch?: '*';
+  /**
+   * Compare-and-swap: replace `key` only while its version is this token (from stat(), put() or
+   * getVersioned()); otherwise (changed, or gone) reject with PreconditionFailedError and change nothing.
+   * Atomic where conditionalWrites().compareAndSwap.
+   */
+  ifMatch?: string;
+}
+
+/** What the store enforces itself, probed once per repository (see README, "Conditional writes"). */
+export interface ConditionalWriteSupport {
+  /** put(..., {ifNoneMatch: '*'}) is atomic: the store refuses to overwrite. */
+  createOnly: boolean;
+  /** put(..., {ifMatch}) is atomic: the store compares and swaps. */
+  compareAndSwap: boolean;
+  /** How this was learned: 'driver' (local: by construction), 'probe' (written and checked), 'record' (capabilities.json). */
+  source: 'driver' | 'probe' | 'record';
+}
+
+/** An upload that never completed (S3 multipart upload, local temp file), for cleanUpIncomplete(). */
+export interface IncompleteUpload {
+  key: string;
+  startedAt: Date;
 }
 
 export interface Repository {
@@ -27,17 +60,34 @@ export interface Repository {
   /**
    * Stores `body` under `key`. Resolves only once the object is durable; a failed put leaves nothing
    * visible under `key` (local: temp file + fsync + rename; S3: single PUT or completed multipart upload).
-   * Overwrites an existing object.
+   * Overwrites an existing object unless `ifNoneMatch` / `ifMatch` say otherwise; a failed condition
+   * rejects with PreconditionFailedError (the body may have been read in part or whole).
    */
   put(key: string, body: Readable | Buffer, options?: PutOptions): Promise<PutResult>;
   /** Opens `key` for reading. Rejects with ObjectNotFoundError when it does not exist. */
   get(key: string): Promise<Readable>;
-  /** Size and time of `key`, or undefined when it does not exist. */
+  /**
+   * Reads a small object (lease, manifest, marker) whole, with the version token of exactly the bytes
+   * read. Rejects with ObjectNotFoundError when it does not exist.
+   */
+  getVersioned(key: string): Promise<{body: Buffer; version: string}>;
+  /** Size, time and version of `key`, or undefined when it does not exist. */
   stat(key: string): Promise<StoredObject | undefined>;
   /** Every object whose key starts with `prefix`, in key order, fetched page by page. */
   list(prefix: string): AsyncIterable<StoredObject>;
   /** Removes the keys; a missing key is not an error. */
   remove(keys: Iterable<string>): Promise<void>;
+  /**
+   * Whether the store enforces ifNoneMatch / ifMatch. Learned once per repository: local says so by
+   * construction; S3 probes (creates a probe key twice, expects 412 the second time; likewise a wrong
+   * If-Match) and records the answer in `capabilities.json` at the repository root. Cached per instance.
+   */
+  conditionalWrites(): Promise<ConditionalWriteSupport>;
+  /**
+   * Uploads begun before `olderThan` that never completed (S3: multipart uploads; local: temp files of
+   * puts that died), aborted and removed; returns what was removed. Never touches complete objects.
+   */
+  cleanUpIncomplete(olderThan: Date): Promise<IncompleteUpload[]>;
   /** Releases connections (S3 sockets) so the process can exit promptly. */
   close(): Promise<void>;
 }

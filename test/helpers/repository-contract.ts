@@ -1,10 +1,14 @@
 // The Repository contract (src/storage/repository.ts), run unchanged on every driver (cf. WAL-G
 // storage.RunFolderTest): put/get/stat/list/remove, errors, paging past 1000 keys, large streamed puts,
 // and atomicity (a failed put leaves nothing visible, not even to a get/stat racing it).
+import {execFile} from 'node:child_process';
 import {createHash, randomBytes} from 'node:crypto';
+import {fileURLToPath} from 'node:url';
+import {promisify} from 'node:util';
 import {PassThrough, Readable} from 'node:stream';
 import {afterAll, beforeAll, describe, expect, it} from 'vitest';
-import {ObjectNotFoundError} from '../../src/errors.js';
+import {ObjectNotFoundError, PreconditionFailedError} from '../../src/errors.js';
+import type {RepositoryConfig} from '../../src/policy/types.js';
 import type {Repository, StoredObject} from '../../src/storage/repository.js';
 
 /** What the store holds, seen without the driver (filesystem, or another S3 client). */
@@ -22,6 +26,27 @@ export interface ContractTarget {
   raw?: RawView;
   /** Driver-specific checks of paging, run while `keys` (> 1000, in order) are stored under `folder`. */
   checkPaging?(folder: string, keys: string[]): Promise<void>;
+  /**
+   * Whether the store must enforce conditional writes itself (conditionalWrites() must say so): true for the
+   * local driver, radosgw, MinIO and AWS; false for s3rver, which ignores the headers (the safe path applies).
+   */
+  enforcesConditionalWrites: boolean;
+  /** The same repository for other processes (the cross-process races run the built driver from dist/). */
+  config?: RepositoryConfig;
+}
+
+const CAS_WRITER = fileURLToPath(new URL('./cas-writer.mjs', import.meta.url));
+
+/** Runs cas-writer.mjs in `processes` processes at once; their JSON summaries. */
+async function raceProcesses(config: RepositoryConfig, key: string, mode: 'create' | 'increment', processes: number, count = 1):
+Promise<{id: string; wins: number; retries: number}[]> {
+  const startAt = Date.now() + 1500;
+  return Promise.all(Array.from({length: processes}, async (_, index) => {
+    const id = `writer-${index}`;
+    const {stdout} = await promisify(execFile)(process.execPath, [CAS_WRITER, JSON.stringify({config, key, mode, count, id, startAt})],
+      {timeout: 120_000});
+    return JSON.parse(stdout) as {id: string; wins: number; retries: number};
+  }));
 }
 
 const KiB = 1024;
@@ -440,6 +465,108 @@ export function runRepositoryContract(name: string, open: () => Promise<Contract
           }
         }
         expect(await listKeys(repo, 'atomic-concurrent/')).toEqual([oldKey]);
+      });
+    });
+
+    describe('conditional writes', () => {
+      it('conditionalWrites() reports what the store enforces', async () => {
+        const support = await repo.conditionalWrites();
+        expect(support).toMatchObject({createOnly: target.enforcesConditionalWrites, compareAndSwap: target.enforcesConditionalWrites});
+        // Learned once: asking again gives the same answer without probing again.
+        expect(await repo.conditionalWrites()).toMatchObject({createOnly: support.createOnly, compareAndSwap: support.compareAndSwap});
+      });
+
+      it('create-only: a second put of the key fails with PreconditionFailedError and changes nothing', async () => {
+        const key = 'cond/create/manifest.json';
+        const first = Buffer.from('{"first":true}');
+        const created = await repo.put(key, first, {ifNoneMatch: '*'});
+        expect(created).toMatchObject({key, sizeBytes: first.length, sha256: sha256(first)});
+        expect(typeof created.version).toBe('string');
+        expect(created.version.length).toBeGreaterThan(0);
+        for (const body of [Buffer.from('{"second":true}'), Readable.from([Buffer.from('{"third, streamed":true}')])]) {
+          const error = await repo.put(key, body, {ifNoneMatch: '*'}).then(() => undefined, (err: unknown) => err);
+          expect(error).toBeInstanceOf(PreconditionFailedError);
+          expect(error).toMatchObject({code: 'repo.precondition-failed', key, condition: 'if-none-match', exitCode: 1});
+        }
+        await expectStored(key, first);
+        expect((await repo.stat(key))?.version).toBe(created.version);
+        // A streamed create of a new key works too, and leaves no temp files.
+        const streamed = await repo.put('cond/create/streamed', Readable.from([Buffer.from('a'), Buffer.from('b')]), {ifNoneMatch: '*'});
+        expect(streamed).toMatchObject({sizeBytes: 2});
+        await expectStored('cond/create/streamed', Buffer.from('ab'));
+        expect(await listKeys(repo, 'cond/create/')).toEqual(['cond/create/manifest.json', 'cond/create/streamed']);
+      });
+
+      it('compare-and-swap: replaces only the version read; a stale or wrong token fails and changes nothing', async () => {
+        const key = 'cond/cas/locks/backup.json';
+        const v1 = await repo.put(key, Buffer.from('{"holder":"a"}'));
+        const read = await repo.getVersioned(key);
+        expect(read.body.toString()).toBe('{"holder":"a"}');
+        expect(read.version).toBe(v1.version);
+        expect((await repo.stat(key))?.version).toBe(v1.version);
+        const v2 = await repo.put(key, Buffer.from('{"holder":"b"}'), {ifMatch: v1.version});
+        expect(v2.version).not.toBe(v1.version);
+        // Same size, same second, new content: the stale token must not match.
+        for (const stale of [v1.version, '"0123456789abcdef0123456789abcdef"', 'garbage']) {
+          const error = await repo.put(key, Buffer.from('{"holder":"c"}'), {ifMatch: stale}).then(() => undefined, (err: unknown) => err);
+          expect(error, stale).toBeInstanceOf(PreconditionFailedError);
+          expect(error).toMatchObject({code: 'repo.precondition-failed', key, condition: 'if-match'});
+        }
+        expect((await repo.getVersioned(key)).body.toString()).toBe('{"holder":"b"}');
+        // Rewriting identical bytes still makes a new version on the local driver; on S3 the ETag is the MD5,
+        // so equal content is an equal version there: either way the token read stays usable once.
+        const v3 = await repo.put(key, Buffer.from('{"holder":"d"}'), {ifMatch: v2.version});
+        expect((await repo.getVersioned(key)).version).toBe(v3.version);
+        // A missing key matches no token.
+        const gone = await repo.put('cond/cas/missing', Buffer.from('x'), {ifMatch: v3.version}).then(() => undefined, (err: unknown) => err);
+        expect(gone).toBeInstanceOf(PreconditionFailedError);
+        expect(await repo.stat('cond/cas/missing')).toBeUndefined();
+        await expectNotFound(repo.getVersioned('cond/cas/missing'), 'cond/cas/missing');
+      });
+
+      it('two writers racing in one process: exactly one create wins', async (ctx) => {
+        if (!target.enforcesConditionalWrites) ctx.skip(); // the safe path is not atomic (README)
+        for (let round = 0; round < 5; round++) {
+          const key = `cond/race/${round}`;
+          const bodies = Array.from({length: 6}, (_, index) => Buffer.from(`writer ${index} of round ${round}`));
+          const results = await Promise.allSettled(bodies.map((body) => repo.put(key, body, {ifNoneMatch: '*'})));
+          const won = results.flatMap((result, index) => (result.status === 'fulfilled' ? [index] : []));
+          expect(won, `round ${round}`).toHaveLength(1);
+          for (const result of results) {
+            if (result.status === 'rejected') expect(result.reason).toBeInstanceOf(PreconditionFailedError);
+          }
+          expect((await repo.getVersioned(key)).body).toEqual(bodies[won[0]!]);
+        }
+      });
+
+      it('two processes racing: exactly one create wins, and compare-and-swap loses no update', async (ctx) => {
+        if (!target.enforcesConditionalWrites || !target.config) ctx.skip();
+        const createKey = 'cond/processes/created';
+        const creators = await raceProcesses(target.config!, createKey, 'create', 4);
+        expect(creators.filter((writer) => writer.wins === 1)).toHaveLength(1);
+        const winner = creators.find((writer) => writer.wins === 1)!.id;
+        expect((await repo.getVersioned(createKey)).body.toString()).toBe(winner);
+
+        const counterKey = 'cond/processes/counter';
+        await repo.put(counterKey, Buffer.from(JSON.stringify({n: 0})));
+        const perProcess = 15;
+        const writers = await raceProcesses(target.config!, counterKey, 'increment', 3, perProcess);
+        expect(writers.map((writer) => writer.wins)).toEqual([perProcess, perProcess, perProcess]);
+        // Every increment was applied once: a lost update would leave n short of 45.
+        expect(JSON.parse((await repo.getVersioned(counterKey)).body.toString())).toMatchObject({n: 3 * perProcess});
+        // They did contend (else the test proves nothing about the race).
+        expect(writers.reduce((sum, writer) => sum + writer.retries, 0)).toBeGreaterThan(0);
+      }, 180_000);
+
+      it('cleanUpIncomplete() removes nothing complete', async () => {
+        const before = await listKeys(repo, '');
+        const removed = await repo.cleanUpIncomplete(new Date(Date.now() + 60_000));
+        expect(removed.filter((upload) => !upload.key.startsWith('atomic'))).toEqual([]);
+        expect(await listKeys(repo, '')).toEqual(before);
+      });
+
+      afterAll(async () => {
+        await repo.remove(await listKeys(repo, 'cond/'));
       });
     });
 

@@ -53,6 +53,8 @@ runRepositoryContract('local', async () => {
   return {
     repo,
     raw: localRawView(root),
+    enforcesConditionalWrites: true,
+    config: {url: `file://${root}`},
     async cleanup() {
       await repo.close();
       await rm(dir, {recursive: true, force: true});
@@ -127,6 +129,12 @@ runRepositoryContract('s3', async () => {
   return {
     repo,
     raw: minioRawView(minio, prefix),
+    // s3rver ignores If-None-Match / If-Match; radosgw, MinIO and AWS enforce them.
+    enforcesConditionalWrites: s3.kind !== 's3rver',
+    config: {
+      url: `s3://${s3.bucket}/${prefix}`, endpoint: s3.endpoint, region: s3.region, forcePathStyle: true,
+      accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey,
+    },
     // Through a counting proxy: one ListObjectsV2 per page of 1000, and the first page's objects are
     // yielded before the second page is asked for.
     async checkPaging(folder, keys) {

@@ -4,7 +4,9 @@
 import {Readable} from 'node:stream';
 import {createHash} from 'node:crypto';
 import {
+  AbortMultipartUploadCommand,
   DeleteObjectsCommand,
+  ListMultipartUploadsCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -13,9 +15,10 @@ import {
   S3ServiceException,
 } from '@aws-sdk/client-s3';
 import {Upload} from '@aws-sdk/lib-storage';
-import {ObjectNotFoundError, RepositoryError} from '../../errors.js';
+import {ObjectNotFoundError, PreconditionFailedError, RepositoryError} from '../../errors.js';
 import {HashCounter} from '../../util/streams.js';
-import type {PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
+import {CAPABILITIES_KEY} from '../layout.js';
+import type {ConditionalWriteSupport, IncompleteUpload, PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
 
 export interface S3Settings {
   bucket: string;
@@ -33,6 +36,12 @@ export interface S3Settings {
 /** Objects at least this big (or of unknown size) go up as multipart uploads of this part size. */
 const PART_SIZE = 8 * 1024 * 1024;
 const UPLOAD_QUEUE = 2;
+/**
+ * Conditional puts of streams go up as one PutObject up to this size (the header is then enforced by every
+ * store that supports it); beyond, as a multipart upload whose completion carries the condition, which
+ * only newer stores check (AWS since 2024).
+ */
+const CONDITIONAL_PART_SIZE = 32 * 1024 * 1024;
 
 export class S3Repository implements Repository {
   readonly description: string;
@@ -62,16 +71,40 @@ export class S3Repository implements Repository {
   }
 
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<PutResult> {
+    const conditional = options.ifNoneMatch !== undefined || options.ifMatch !== undefined;
+    if (conditional) {
+      // A store that ignores the headers would silently overwrite: there, check first (not atomic; the
+      // callers' documented safe path makes it enough: see README "Conditional writes").
+      const support = await this.conditionalWrites();
+      const enforced = options.ifNoneMatch ? support.createOnly : support.compareAndSwap;
+      if (!enforced) await this.checkCondition(key, options);
+    }
+    const condition = {IfNoneMatch: options.ifNoneMatch, IfMatch: options.ifMatch};
     // When the source fails, Upload aborts the multipart upload; if that abort fails too (s3rver answers
     // 405, or the endpoint is gone), Upload rejects with the abort's error. Report the source's error.
     let sourceError: unknown;
     try {
       if (Buffer.isBuffer(body)) {
-        await this.client.send(new PutObjectCommand({
-          Bucket: this.settings.bucket, Key: this.keyOf(key), Body: body, ContentLength: body.length,
-        }));
+        const md5 = createHash('md5').update(body).digest('hex');
+        let etag: string | undefined;
+        try {
+          const response = await this.client.send(new PutObjectCommand({
+            Bucket: this.settings.bucket, Key: this.keyOf(key), Body: body, ContentLength: body.length, ...condition,
+          }));
+          etag = response.ETag;
+        } catch (error) {
+          // A retried PUT whose first attempt succeeded (the answer was lost) fails its own condition: the
+          // object stored is then ours, byte for byte (a single PUT's ETag is the MD5 of the body).
+          if (!isPreconditionFailed(error)) throw error;
+          const head = await this.stat(key);
+          if (head?.version === undefined || unquote(head.version) !== md5) throw error;
+          etag = head.version;
+        }
         options.onProgress?.(body.length);
-        return {key, sizeBytes: body.length, sha256: createHash('sha256').update(body).digest('hex'), modified: new Date()};
+        return {
+          key, sizeBytes: body.length, sha256: createHash('sha256').update(body).digest('hex'), modified: new Date(),
+          version: etag || `"${md5}"`,
+        };
       }
       const counter = new HashCounter(options.onProgress);
       const source = body.pipe(counter);
@@ -81,16 +114,141 @@ export class S3Repository implements Repository {
       });
       const upload = new Upload({
         client: this.client,
-        params: {Bucket: this.settings.bucket, Key: this.keyOf(key), Body: source},
-        partSize: PART_SIZE,
+        params: {Bucket: this.settings.bucket, Key: this.keyOf(key), Body: source, ...condition},
+        partSize: conditional ? CONDITIONAL_PART_SIZE : PART_SIZE,
         queueSize: UPLOAD_QUEUE,
         leavePartsOnError: false,
       });
-      await upload.done();
-      return {key, sizeBytes: counter.bytes, sha256: counter.digest(), modified: new Date()};
+      const result = await upload.done();
+      // radosgw answers CompleteMultipartUpload with an empty ETag; HeadObject has the right one.
+      const version = (result as {ETag?: string}).ETag || (await this.stat(key))?.version;
+      if (!version) throw new RepositoryError(`${key} in ${this.description} has no ETag after upload`);
+      return {key, sizeBytes: counter.bytes, sha256: counter.digest(), modified: new Date(), version};
     } catch (error) {
+      if (isPreconditionFailed(sourceError ?? error)) {
+        throw new PreconditionFailedError(key, options.ifNoneMatch ? 'if-none-match' : 'if-match', {cause: error});
+      }
       throw this.wrap(sourceError ?? error, `cannot write ${key}`);
     }
+  }
+
+  /** The safe path where the store ignores conditional headers: look first (a HEAD), then write. */
+  private async checkCondition(key: string, options: PutOptions): Promise<void> {
+    const current = await this.stat(key);
+    if (options.ifNoneMatch && current) throw new PreconditionFailedError(key, 'if-none-match');
+    if (options.ifMatch !== undefined && current?.version !== options.ifMatch) throw new PreconditionFailedError(key, 'if-match');
+  }
+
+  async getVersioned(key: string): Promise<{body: Buffer; version: string}> {
+    try {
+      const response = await this.client.send(new GetObjectCommand({Bucket: this.settings.bucket, Key: this.keyOf(key)}));
+      const body = Buffer.from(await response.Body!.transformToByteArray());
+      return {body, version: response.ETag ?? ''};
+    } catch (error) {
+      if (isNotFound(error)) throw new ObjectNotFoundError(key, {cause: error});
+      throw this.wrap(error, `cannot read ${key}`);
+    }
+  }
+
+  private support?: Promise<ConditionalWriteSupport>;
+
+  conditionalWrites(): Promise<ConditionalWriteSupport> {
+    this.support ??= this.learnConditionalWrites();
+    this.support.catch(() => {
+      this.support = undefined; // an outage: ask again next time
+    });
+    return this.support;
+  }
+
+  /** capabilities.json when recorded; else a probe on a key of its own, then recorded. */
+  private async learnConditionalWrites(): Promise<ConditionalWriteSupport> {
+    try {
+      const {body} = await this.getVersioned(CAPABILITIES_KEY);
+      const record = JSON.parse(body.toString('utf8')) as {conditionalWrites?: {createOnly?: unknown; compareAndSwap?: unknown}};
+      const cw = record.conditionalWrites;
+      if (typeof cw?.createOnly === 'boolean' && typeof cw.compareAndSwap === 'boolean') {
+        return {createOnly: cw.createOnly, compareAndSwap: cw.compareAndSwap, source: 'record'};
+      }
+    } catch (error) {
+      if (!(error instanceof ObjectNotFoundError) && !(error instanceof SyntaxError)) throw error;
+    }
+    const probed = await this.probeConditionalWrites();
+    const record = {
+      formatVersion: 1,
+      conditionalWrites: {createOnly: probed.createOnly, compareAndSwap: probed.compareAndSwap},
+      probedAt: new Date().toISOString(),
+      note: 'written by pgbk after probing the store; remove it to probe again',
+    };
+    await this.client.send(new PutObjectCommand({
+      Bucket: this.settings.bucket, Key: this.keyOf(CAPABILITIES_KEY), Body: `${JSON.stringify(record, null, 2)}\n`,
+    })).catch((error: unknown) => {
+      throw this.wrap(error, `cannot write ${CAPABILITIES_KEY}`);
+    });
+    return probed;
+  }
+
+  /**
+   * Creates a probe key, then: If-None-Match: * on it must fail (412); If-Match with a wrong ETag must fail;
+   * If-Match with the right one must succeed. A store ignoring the headers overwrites the probe, not data.
+   */
+  private async probeConditionalWrites(): Promise<ConditionalWriteSupport> {
+    const probeKey = this.keyOf(`${CAPABILITIES_KEY}.probe-${process.pid}-${createHash('sha1').update(String(Math.random())).digest('hex').slice(0, 8)}`);
+    const send = async (body: string, condition: {IfNoneMatch?: string; IfMatch?: string}): Promise<'ok' | 'refused' | string> => {
+      try {
+        const response = await this.client.send(new PutObjectCommand({Bucket: this.settings.bucket, Key: probeKey, Body: body, ...condition}));
+        return response.ETag ?? 'ok';
+      } catch (error) {
+        if (isPreconditionFailed(error)) return 'refused';
+        const status = (error as {$metadata?: {httpStatusCode?: number}}).$metadata?.httpStatusCode;
+        if (status === 501 || status === 400) return 'refused-unsupported';
+        throw this.wrap(error, 'cannot probe conditional writes');
+      }
+    };
+    try {
+      const first = await send('probe 1', {IfNoneMatch: '*'});
+      if (first.startsWith('refused')) return {createOnly: false, compareAndSwap: false, source: 'probe'};
+      const second = await send('probe 2', {IfNoneMatch: '*'});
+      const createOnly = second === 'refused';
+      const etag = (await this.stat(unprefixed(probeKey, this.settings.prefix)))?.version;
+      const wrong = await send('probe 3', {IfMatch: '"00000000000000000000000000000000"'});
+      const right = etag ? await send('probe 4', {IfMatch: etag}) : 'refused';
+      const compareAndSwap = wrong === 'refused' && !right.startsWith('refused');
+      return {createOnly, compareAndSwap, source: 'probe'};
+    } finally {
+      await this.client.send(new DeleteObjectsCommand({Bucket: this.settings.bucket, Delete: {Objects: [{Key: probeKey}], Quiet: true}}))
+        .catch(() => undefined);
+    }
+  }
+
+  async cleanUpIncomplete(olderThan: Date): Promise<IncompleteUpload[]> {
+    const removed: IncompleteUpload[] = [];
+    let keyMarker: string | undefined;
+    let uploadIdMarker: string | undefined;
+    for (;;) {
+      let page;
+      try {
+        page = await this.client.send(new ListMultipartUploadsCommand({
+          Bucket: this.settings.bucket, Prefix: this.settings.prefix || undefined, KeyMarker: keyMarker, UploadIdMarker: uploadIdMarker,
+        }));
+      } catch (error) {
+        // s3rver has no ListMultipartUploads (501): it cannot list, so nothing can be aborted either.
+        if ((error as {$metadata?: {httpStatusCode?: number}}).$metadata?.httpStatusCode === 501) return removed;
+        throw this.wrap(error, 'cannot list incomplete multipart uploads');
+      }
+      for (const upload of page.Uploads ?? []) {
+        if (!upload.Key || !upload.UploadId || !upload.Initiated || upload.Initiated >= olderThan) continue;
+        try {
+          await this.client.send(new AbortMultipartUploadCommand({Bucket: this.settings.bucket, Key: upload.Key, UploadId: upload.UploadId}));
+        } catch (error) {
+          if (!isNotFound(error)) throw this.wrap(error, `cannot abort the multipart upload of ${upload.Key}`);
+        }
+        removed.push({key: unprefixed(upload.Key, this.settings.prefix), startedAt: upload.Initiated});
+      }
+      if (!page.IsTruncated) break;
+      keyMarker = page.NextKeyMarker;
+      uploadIdMarker = page.NextUploadIdMarker;
+    }
+    return removed;
   }
 
   async get(key: string): Promise<Readable> {
@@ -106,7 +264,7 @@ export class S3Repository implements Repository {
   async stat(key: string): Promise<StoredObject | undefined> {
     try {
       const head = await this.client.send(new HeadObjectCommand({Bucket: this.settings.bucket, Key: this.keyOf(key)}));
-      return {key, sizeBytes: head.ContentLength ?? 0, modified: head.LastModified};
+      return {key, sizeBytes: head.ContentLength ?? 0, modified: head.LastModified, version: head.ETag};
     } catch (error) {
       if (isNotFound(error)) return undefined;
       throw this.wrap(error, `cannot stat ${key}`);
@@ -162,7 +320,7 @@ export class S3Repository implements Repository {
   }
 
   private wrap(error: unknown, message: string): Error {
-    if (error instanceof RepositoryError || error instanceof ObjectNotFoundError) return error;
+    if (error instanceof RepositoryError || error instanceof ObjectNotFoundError || error instanceof PreconditionFailedError) return error;
     const status = error instanceof S3ServiceException ? error.$metadata.httpStatusCode : undefined;
     const name = (error as Error)?.name ?? 'Error';
     const detail = status ? `${name} (HTTP ${status})` : `${name}: ${(error as Error)?.message ?? String(error)}`;
@@ -173,6 +331,20 @@ export class S3Repository implements Repository {
         : 'check that the S3 endpoint is reachable';
     return new RepositoryError(`${message} in ${this.description}: ${detail}`, hint, {cause: error});
   }
+}
+
+function isPreconditionFailed(error: unknown): boolean {
+  const err = error as {name?: string; $metadata?: {httpStatusCode?: number}};
+  // 409 ConditionalRequestConflict: AWS's answer to a conditional write racing another on the same key.
+  return err?.name === 'PreconditionFailed' || err?.$metadata?.httpStatusCode === 412 || err?.name === 'ConditionalRequestConflict';
+}
+
+function unquote(etag: string): string {
+  return etag.replace(/^"|"$/g, '');
+}
+
+function unprefixed(key: string, prefix: string): string {
+  return key.startsWith(prefix) ? key.slice(prefix.length) : key;
 }
 
 function isNotFound(error: unknown): boolean {

@@ -4,7 +4,7 @@ import type {BackupManifest} from '../../../src/backup/manifest.js';
 import {applyExpire} from '../../../src/retention/apply.js';
 import {planExpire} from '../../../src/retention/plan.js';
 import {walObjectKey} from '../../../src/storage/layout.js';
-import type {PutResult, Repository, StoredObject} from '../../../src/storage/repository.js';
+import type {ConditionalWriteSupport, IncompleteUpload, PutResult, Repository, StoredObject} from '../../../src/storage/repository.js';
 
 /** An in-memory repository that records every remove() call and counts objects listed. */
 class MemoryRepository implements Repository {
@@ -16,6 +16,9 @@ class MemoryRepository implements Repository {
   }
   async put(): Promise<PutResult> { throw new Error('not used'); }
   async get(): Promise<Readable> { return Readable.from([]); }
+  async getVersioned(): Promise<{body: Buffer; version: string}> { throw new Error('not used'); }
+  async conditionalWrites(): Promise<ConditionalWriteSupport> { return {createOnly: true, compareAndSwap: true, source: 'driver'}; }
+  async cleanUpIncomplete(): Promise<IncompleteUpload[]> { return []; }
   async stat(key: string) { return this.objects.get(key); }
   async *list(prefix: string): AsyncIterable<StoredObject> {
     for (const key of [...this.objects.keys()].sort()) if (key.startsWith(prefix) && this.objects.has(key)) yield this.objects.get(key)!;
