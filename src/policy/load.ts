@@ -71,7 +71,15 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
       accessKeyId: value.repository.access_key_id,
       secretAccessKey: value.repository.secret_access_key,
     },
-    schedule: {...value.schedule},
+    schedule: {backup: value.schedule?.backup, expire: value.schedule?.expire, drill: value.schedule?.drill},
+    // Defaults: a backup of several TB at ~100 MB/s fits in 12 h; expire is listing and deleting; a drill gets
+    // its own restore timeout plus time to set up and tear down.
+    jobTimeoutSeconds: {
+      backup: parseDuration(value.schedule?.timeout?.backup ?? '12h')!,
+      expire: parseDuration(value.schedule?.timeout?.expire ?? '2h')!,
+      drill: value.schedule?.timeout?.drill !== undefined ? parseDuration(value.schedule.timeout.drill)!
+        : parseDuration(value.drill?.timeout ?? '1h')! + 1800,
+    },
     retention: {...value.retention},
     objectives: {
       rpoSeconds: parseDuration(value.objectives?.rpo ?? defaults.rpo)!,

@@ -42,7 +42,11 @@ export const policySchema = z.strictObject({
     access_key_id: z.string().min(1).optional(),
     secret_access_key: z.string().min(1).optional(),
   }),
-  schedule: z.strictObject({backup: cron.optional(), expire: cron.optional(), drill: cron.optional()}).optional(),
+  schedule: z.strictObject({
+    backup: cron.optional(), expire: cron.optional(), drill: cron.optional(),
+    /** Per job: a scheduled run still going after this long is stopped (SIGTERM, then SIGKILL). */
+    timeout: z.strictObject({backup: duration.optional(), expire: duration.optional(), drill: duration.optional()}).optional(),
+  }).optional(),
   retention: z.strictObject({
     backups: z.number().int().min(1).optional(),
     days: z.number().min(0).optional(),

@@ -27,6 +27,8 @@ export interface Policy {
   postgres: PostgresConfig;
   repository: RepositoryConfig;
   schedule: {backup?: string; expire?: string; drill?: string};
+  /** How long a scheduled run of each job may take before the scheduler stops it (schedule.timeout). */
+  jobTimeoutSeconds: {backup: number; expire: number; drill: number};
   retention: {backups?: number; days?: number};
   objectives: {rpoSeconds: number; rtoSeconds: number};
   backup: {

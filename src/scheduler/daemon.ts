@@ -12,7 +12,7 @@ import {
   describeFailure, descendants, JOBS, parseOutput, removeUnfinishedBackups, signalPids, startJob, writeJobResult,
   type JobName, type JobResult,
 } from './jobs.js';
-import {acquireLease, holderId, releaseLease, renewLease, type LeaseRecord} from './lease.js';
+import {acquireLease, holderId, keepLeaseAlive, releaseLease, type HeldLease} from './lease.js';
 import type {Log} from './log.js';
 import {MetricsCollector} from './metrics.js';
 import {loadAllPolicies, policyFiles, sharedRepositories} from './policies.js';
@@ -35,6 +35,8 @@ export interface SchedulerOptions {
   leaseTtlMs?: number;
   /** Between writing a lease claim and reading it back. */
   settleMs?: number;
+  /** Overrides the policies' schedule.timeout (tests). */
+  jobTimeoutMs?: Partial<Record<JobName, number>>;
   /** bin/pgbk to run jobs with (default: this installation's). */
   bin?: string;
   now?: () => Date;
@@ -55,6 +57,9 @@ interface Run {
   pid?: number;
   /** The scheduler is stopping this run's programs. */
   terminated: boolean;
+  /** Why the scheduler stopped this run before its end (lease lost, timeout), if it did. */
+  stoppedBecause?: string;
+  exited?: boolean;
 }
 
 const DEFAULT_GRACE_MS = 60_000;
@@ -225,10 +230,11 @@ export class Scheduler {
     this.runs.set(key, run);
     const {policy, repo} = entry;
     const ttlMs = this.options.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS;
-    let lease: LeaseRecord | undefined;
+    let lease: HeldLease | undefined;
     try {
       const claim = await acquireLease(repo, policy.name, job, {
         holder: this.holder, ttlMs, settleMs: this.options.settleMs ?? DEFAULT_SETTLE_MS, tick, now: this.now,
+        purpose: `scheduled ${job}`,
       });
       if (!claim.acquired) {
         const reason = claim.reason === 'held' ? 'another run holds the lease'
@@ -254,23 +260,34 @@ export class Scheduler {
     }
   }
 
-  private async runJob(policy: Policy, repo: Repository, run: Run, lease: LeaseRecord, ttlMs: number): Promise<void> {
+  private async runJob(policy: Policy, repo: Repository, run: Run, lease: HeldLease, ttlMs: number): Promise<void> {
     const base = {policy: policy.name, job: run.job, tick: run.tick};
     const startedAt = this.now();
     run.startedAt = startedAt;
-    const started = startJob(run.job, policy.file, {env: this.options.env, bin: this.options.bin, cwd: this.options.cwd});
+    // The child runs under this lease: `pgbk backup` checks it holds it rather than taking the lock itself.
+    const env = {...this.options.env, PGBK_LEASE: `${lease.job}:${lease.holder}:${lease.token}`};
+    const started = startJob(run.job, policy.file, {env, bin: this.options.bin, cwd: this.options.cwd});
     run.pid = started.child.pid;
     this.options.log({event: 'start', ...base, pid: run.pid});
-    let lost = false;
-    const renew = setInterval(() => {
-      renewLease(repo, lease, ttlMs, this.now()).then((ok) => {
-        if (!ok && !lost) {
-          lost = true;
-          this.options.log({event: 'lease-lost', level: 'warn', ...base, message: 'the lease was taken over (it expired?); this run goes on'});
-        }
-      }, (error: Error) => this.options.log({event: 'warning', level: 'warn', ...base, message: `cannot renew the lease: ${error.message}`}));
-    }, Math.max(1000, Math.floor(ttlMs / 4)));
-    const outcome = await started.done.finally(() => clearInterval(renew));
+    // A run that loses its lease stops: another scheduler may be running the job by now.
+    const keeper = keepLeaseAlive(repo, lease, ttlMs, {
+      now: this.now,
+      onLost: (why) => {
+        this.options.log({event: 'lease-lost', level: 'error', ...base, message: `${why}; stopping this run`});
+        void this.stopRun(run, `lease lost: ${why}`);
+      },
+      onError: (error) => this.options.log({event: 'warning', level: 'warn', ...base, message: `cannot renew the lease: ${error.message}`}),
+    });
+    const timeoutMs = (this.options.jobTimeoutMs?.[run.job] ?? policy.jobTimeoutSeconds[run.job] * 1000);
+    const timer = setTimeout(() => {
+      this.options.log({event: 'timeout', level: 'error', ...base, timeoutMs, message: `still running after ${Math.round(timeoutMs / 1000)}s (schedule.timeout.${run.job}); stopping it`});
+      void this.stopRun(run, `timed out after ${Math.round(timeoutMs / 1000)}s (schedule.timeout.${run.job})`);
+    }, timeoutMs);
+    const outcome = await started.done.finally(() => {
+      run.exited = true;
+      keeper.stop();
+      clearTimeout(timer);
+    });
     const ok = outcome.exitCode === 0 && !outcome.spawnError;
     if (run.job === 'backup' && !ok && (outcome.signal || run.terminated)) {
       // A killed backup cannot clean up after itself: remove what it left without a manifest.
@@ -292,7 +309,7 @@ export class Scheduler {
       durationMs: finishedAt.getTime() - startedAt.getTime(),
       exitCode: outcome.exitCode,
       signal: outcome.signal ?? undefined,
-      error: ok ? undefined : describeFailure(outcome, run.terminated),
+      error: ok ? undefined : `${run.stoppedBecause ? `${run.stoppedBecause}: ` : ''}${describeFailure(outcome, run.terminated && !run.stoppedBecause)}`,
       output: parseOutput(outcome.stdout),
     };
     this.options.log({
@@ -305,6 +322,27 @@ export class Scheduler {
       this.metrics.noteResult(result);
       this.options.log({event: 'warning', level: 'warn', ...base, message: `cannot record the job result in the repository: ${(error as Error).message}`});
     }
+  }
+
+  /**
+   * Stops one run before its end (lease lost, timeout): its programs (pg_basebackup…) get SIGTERM first, so
+   * pgbk fails through its own error path and removes what it wrote; then pgbk, then SIGKILL for all.
+   */
+  private async stopRun(run: Run, why: string): Promise<void> {
+    if (run.pid === undefined || run.exited || run.stoppedBecause) return;
+    run.stoppedBecause = why;
+    run.terminated = true;
+    const pid = run.pid;
+    const waitExit = async (ms: number) => {
+      const deadline = Date.now() + ms;
+      while (!run.exited && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 100));
+    };
+    signalPids(descendants(pid), 'SIGTERM');
+    await waitExit(TERM_WAIT_MS);
+    if (run.exited) return;
+    signalGroup(pid, 'SIGTERM');
+    await waitExit(KILL_WAIT_MS);
+    if (!run.exited) signalGroup(pid, 'SIGKILL');
   }
 
   /** SIGTERM/SIGINT: no new runs; running ones get the grace period, then SIGTERM, then SIGKILL. */

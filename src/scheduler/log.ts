@@ -2,7 +2,7 @@
 
 export type LogEvent =
   | 'started' | 'scheduled' | 'unscheduled' | 'start' | 'success' | 'failure' | 'skipped' | 'reload'
-  | 'lease-lost' | 'cleanup' | 'listen' | 'stopping' | 'terminating' | 'stopped' | 'cron' | 'warning' | 'metrics';
+  | 'lease-lost' | 'timeout' | 'cleanup' | 'listen' | 'stopping' | 'terminating' | 'stopped' | 'cron' | 'warning' | 'metrics';
 
 export interface LogEntry {
   event: LogEvent;

@@ -2,7 +2,8 @@ import {mkdtempSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {afterEach, beforeEach, describe, expect, it} from 'vitest';
-import {acquireLease, isHeld, readLease, releaseLease, renewLease} from '../../../src/scheduler/lease.js';
+import {acquireLease, isHeld, keepLeaseAlive, readLease, releaseLease, renewLease} from '../../../src/scheduler/lease.js';
+import type {Repository} from '../../../src/storage/repository.js';
 import {LocalRepository} from '../../../src/storage/local/local-repository.js';
 import {lockKey} from '../../../src/storage/layout.js';
 
@@ -81,9 +82,101 @@ describe('leases in the repository', () => {
     expect((await readLease(repo, 'backup'))?.holder).toBe('b');
   });
 
+  it('with compare-and-swap: exactly one racer wins even when the store answers slower than the settle delay', async () => {
+    // Every request takes 0-400 ms, far beyond settleMs (not used on this path).
+    const slow = withDelays(repo, 400);
+    for (let round = 0; round < 4; round++) {
+      const roundTick = new Date(tick.getTime() + round * 60_000);
+      const racers = await Promise.all(['a', 'b', 'c', 'd', 'e'].map((holder) =>
+        acquireLease(slow, 'orders', 'backup', {...base, settleMs: 1, holder, tick: roundTick})));
+      const winners = racers.filter((result) => result.acquired);
+      expect(winners, `round ${round}`).toHaveLength(1);
+      const winner = winners[0]!;
+      expect(winner.acquired && winner.lease.version).toBeTruthy();
+      expect((await readLease(repo, 'backup'))?.holder).toBe(winner.acquired && winner.lease.holder);
+      expect(winner.acquired && await releaseLease(slow, winner.lease)).toBe(true);
+    }
+  }, 60_000);
+
+  it('safe path (store without conditional writes): write, settle, read back — one racer wins', async () => {
+    const plain = withoutConditionalWrites(repo);
+    const racers = await Promise.all(['a', 'b', 'c', 'd'].map((holder) =>
+      acquireLease(plain, 'orders', 'backup', {...base, settleMs: 200, holder, tick})));
+    expect(racers.filter((result) => result.acquired)).toHaveLength(1);
+    const winner = racers.find((result) => result.acquired)!;
+    expect(winner.acquired && winner.lease.version).toBeUndefined();
+    expect(winner.acquired && await renewLease(plain, winner.lease, 60_000)).toBe(true);
+    expect(winner.acquired && await releaseLease(plain, winner.lease)).toBe(true);
+  });
+
+  it('clock skew within the TTL: a host whose clock runs ahead still sees a renewed lease as held', async () => {
+    const start = new Date('2026-11-26T02:00:00Z');
+    let elapsed = 0;
+    const holderClock = () => new Date(start.getTime() + elapsed);
+    const aheadClock = () => new Date(start.getTime() + elapsed + 40_000); // 40 s ahead, TTL 60 s
+    const mine = await acquireLease(repo, 'orders', 'backup', {...base, holder: 'a', now: holderClock});
+    if (!mine.acquired) throw new Error('not acquired');
+    for (elapsed = 0; elapsed <= 120_000; elapsed += 15_000) {
+      // The holder renews every quarter of the TTL...
+      expect(await renewLease(repo, mine.lease, 60_000, holderClock())).toBe(true);
+      // ...so the skewed host always finds it held.
+      expect(await acquireLease(repo, 'orders', 'backup', {...base, holder: 'b', now: aheadClock}), `at ${elapsed}`)
+        .toMatchObject({acquired: false, reason: 'held'});
+    }
+  });
+
+  it('keepLeaseAlive renews, and reports the lease lost once it was taken over', async () => {
+    const mine = await acquireLease(repo, 'orders', 'backup', {...base, ttlMs: 1000, holder: 'a'});
+    if (!mine.acquired) throw new Error('not acquired');
+    const lost: string[] = [];
+    const keeper = keepLeaseAlive(repo, mine.lease, 1000, {onLost: (why) => lost.push(why)});
+    try {
+      const before = mine.lease.expiresAt;
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      expect(mine.lease.expiresAt > before).toBe(true);
+      expect((await readLease(repo, 'backup'))?.expiresAt).toBe(mine.lease.expiresAt);
+      // Someone else overwrites it (an operator, or a holder after expiry): the next renewal fails.
+      await repo.put(lockKey('backup'), Buffer.from(JSON.stringify({...mine.lease, holder: 'b', token: 'x'})));
+      await new Promise((resolve) => setTimeout(resolve, 700));
+      expect(lost).toEqual(['the lease was taken over by another run']);
+      expect(keeper.lost).toBe(true);
+      expect((await readLease(repo, 'backup'))?.holder).toBe('b');
+    } finally {
+      keeper.stop();
+    }
+  });
+
   it('treats an unreadable lease object as free', async () => {
     await repo.put(lockKey('backup'), Buffer.from('{not json'));
     expect(await readLease(repo, 'backup')).toBeUndefined();
     expect((await acquireLease(repo, 'orders', 'backup', {...base, holder: 'a'})).acquired).toBe(true);
   });
 });
+
+/** The same repository, every call delayed by a random 0..maxMs. */
+function withDelays(inner: Repository, maxMs: number): Repository {
+  const delay = () => new Promise((resolve) => setTimeout(resolve, Math.random() * maxMs));
+  return new Proxy(inner, {
+    get(target, name, receiver) {
+      const value = Reflect.get(target, name, receiver);
+      if (typeof value !== 'function' || name === 'list') return value;
+      return async (...args: unknown[]) => {
+        await delay();
+        const result = await (value as (...a: unknown[]) => Promise<unknown>).apply(target, args);
+        await delay();
+        return result;
+      };
+    },
+  });
+}
+
+/** The same repository as a store without conditional writes would present it. */
+function withoutConditionalWrites(inner: Repository): Repository {
+  return new Proxy(inner, {
+    get(target, name, receiver) {
+      if (name === 'conditionalWrites') return async () => ({createOnly: false, compareAndSwap: false, source: 'probe'});
+      const value = Reflect.get(target, name, receiver);
+      return typeof value === 'function' ? value.bind(target) : value;
+    },
+  });
+}
