@@ -112,6 +112,11 @@ export class BackupError extends PgbkError {
   readonly code = 'backup.failed';
 }
 
+/** Another backup of the policy is running (it holds the backup lease): this one did not start. */
+export class BackupBusyError extends PgbkError {
+  readonly code = 'backup.busy';
+}
+
 /** A restore did not reach its target or could not be laid out. */
 export class RestoreError extends PgbkError {
   readonly code = 'restore.failed';

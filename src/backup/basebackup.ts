@@ -19,7 +19,8 @@ import {parseBackupLabel, parseManifestWalRanges, type BackupLabel} from './labe
 import {writeManifest, type BackupManifest} from './manifest.js';
 import {TarWatcher} from './tar-watch.js';
 import {ParallelGzip} from '../util/parallel-gzip.js';
-import {newBackupId} from './id.js';
+import {claimBackupId} from './id.js';
+import {withOwner} from './owner.js';
 import {resolveBackupSource} from './source.js';
 import {closeStopSegment, prepareStandbyBackup, primaryArchiveMode, watchStandbyBackupStop} from '../replica/backup.js';
 
@@ -55,107 +56,109 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     return info;
   });
 
-  const id = await newBackupId(repo, started);
-  const watcher = new TarWatcher(new Set(['backup_label', 'backup_manifest']));
-  const progress = createProgress(`backup ${id}`);
-  const args = [
-    '--dbname', conn.url, '--pgdata', '-', '--format', 'tar', '--wal-method', 'none',
-    '--checkpoint', policy.backup.checkpoint, '--label', `pgbk ${id}`, '--no-password',
-  ];
-  if (server.inRecovery && source.primaryUrl) await prepareStandbyBackup(source.url, source.primaryUrl);
-  const child = spawnPg('pg_basebackup', args, {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal});
-  const tarKey = backupObjectKey(id, 'base.tar.gz');
-  let stored;
-  // Compressed on every core (independent gzip members): one zlib stream would cap a backup at one core's speed.
-  const gzip = new ParallelGzip({level: policy.backup.compressionLevel});
-  const upload = repo.put(tarKey, gzip);
-  upload.catch(() => undefined); // awaited below; a failure is handled there
-  // A standby archiving itself (archive_mode = always) waits in pg_backup_stop() for the primary to switch WAL.
-  const stopWatch = server.inRecovery && source.primaryUrl ? watchStandbyBackupStop(source.url, source.primaryUrl) : undefined;
-  try {
-    watcher.on('data', () => progress.update(watcher.bytes));
-    const [, , result] = await Promise.all([
-      pipeline(child.stdout!, watcher, gzip),
-      child,
-      upload,
-    ]);
-    stored = result;
-    progress.done();
-  } catch (error) {
-    child.kill();
-    // Fail the upload and let it finish failing (temp file removed, multipart aborted) before removing the key:
-    // nothing of a broken backup may stay behind, not even out of sight.
-    gzip.destroy(error as Error);
-    await upload.catch(() => undefined);
-    await repo.remove([tarKey]).catch(() => undefined);
-    if ((error as {stderr?: unknown}).stderr !== undefined || (error as Error).name === 'ExecaError') throw toolError('pg_basebackup', error);
-    throw error;
-  } finally {
-    await stopWatch?.stop();
-  }
-
-  // What the backup needs: from backup_label (start) and backup_manifest or the archived .backup file (stop).
-  const labelFile = watcher.files.get('backup_label');
-  const label = labelFile ? parseBackupLabel(labelFile.content.toString('utf8')) : undefined;
-  if (!label) {
-    await repo.remove([tarKey]).catch(() => undefined);
-    throw new BackupError('pg_basebackup output holds no readable backup_label; the backup was discarded');
-  }
-  const ranges = parseManifestWalRanges(watcher.files.get('backup_manifest')?.content.toString('utf8') ?? '');
-  const history = server.inRecovery ? undefined : await waitForBackupHistory(repo, label, server, deps.walWaitMs ?? 60_000);
-  const stopLsn = history?.stopLsn ?? ranges.at(-1)?.endLsn;
-  const stopTimeline = history?.stopTimeline ?? ranges.at(-1)?.timeline ?? label.startTimeline;
-  if (stopLsn === undefined) {
-    await repo.remove([tarKey]).catch(() => undefined);
-    throw new BackupError('cannot tell where the backup ends (no .backup file archived, no backup_manifest); the backup was discarded',
-      'let pg_basebackup write its backup manifest (PostgreSQL 13 or later) and archive WAL with pgbk');
-  }
-  const walStart = segmentNameForLsn(label.startTimeline, label.startLsn, server.walSegmentSize);
-  const walStop = segmentNameForLsn(stopTimeline, stopLsn, server.walSegmentSize);
-  // A standby cannot switch segments: the primary closes the one the backup ends in, so that it gets archived.
-  if (server.inRecovery && source.primaryUrl) {
-    await closeStopSegment(repo, source.primaryUrl, walStop).catch(async (error) => {
+  const {id, owner} = await claimBackupId(repo, started);
+  return withOwner(repo, owner, async () => {
+    const watcher = new TarWatcher(new Set(['backup_label', 'backup_manifest']));
+    const progress = createProgress(`backup ${id}`);
+    const args = [
+      '--dbname', conn.url, '--pgdata', '-', '--format', 'tar', '--wal-method', 'none',
+      '--checkpoint', policy.backup.checkpoint, '--label', `pgbk ${id}`, '--no-password',
+    ];
+    if (server.inRecovery && source.primaryUrl) await prepareStandbyBackup(source.url, source.primaryUrl);
+    const child = spawnPg('pg_basebackup', args, {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal, dieWithParent: true});
+    const tarKey = backupObjectKey(id, 'base.tar.gz');
+    let stored;
+    // Compressed on every core (independent gzip members): one zlib stream would cap a backup at one core's speed.
+    const gzip = new ParallelGzip({level: policy.backup.compressionLevel});
+    const upload = repo.put(tarKey, gzip);
+    upload.catch(() => undefined); // awaited below; a failure is handled there
+    // A standby archiving itself (archive_mode = always) waits in pg_backup_stop() for the primary to switch WAL.
+    const stopWatch = server.inRecovery && source.primaryUrl ? watchStandbyBackupStop(source.url, source.primaryUrl) : undefined;
+    try {
+      watcher.on('data', () => progress.update(watcher.bytes));
+      const [, , result] = await Promise.all([
+        pipeline(child.stdout!, watcher, gzip),
+        child,
+        upload,
+      ]);
+      stored = result;
+      progress.done();
+    } catch (error) {
+      child.kill();
+      // Fail the upload and let it finish failing (temp file removed, multipart aborted) before removing the key:
+      // nothing of a broken backup may stay behind, not even out of sight.
+      gzip.destroy(error as Error);
+      await upload.catch(() => undefined);
       await repo.remove([tarKey]).catch(() => undefined);
+      if ((error as {stderr?: unknown}).stderr !== undefined || (error as Error).name === 'ExecaError') throw toolError('pg_basebackup', error);
       throw error;
-    });
-  }
-  await waitForWal(repo, label.startTimeline, label.startLsn, stopLsn, server.walSegmentSize, deps.walWaitMs ?? 60_000)
-    .catch(async (error) => {
-      await repo.remove([tarKey]).catch(() => undefined);
-      throw error;
-    });
+    } finally {
+      await stopWatch?.stop();
+    }
 
-  const xid = await withClient(source.primaryUrl ?? source.url, (client) => nextXid(client));
-  const finished = deps.now();
-  // The .backup file's STOP TIME has whole seconds: round up so "finished before the target" is never optimistic.
-  const stopTime = history?.stopTime ? new Date(history.stopTime.getTime() + 1000) : finished;
-  const manifest: BackupManifest = {
-    formatVersion: 1,
-    id,
-    kind: 'base',
-    policy: policy.name,
-    strategy: policy.strategy,
-    label: `pgbk ${id}`,
-    startTime: (label.startTime ?? started).toISOString(),
-    stopTime: stopTime.toISOString(),
-    startLsn: formatLsn(label.startLsn),
-    stopLsn: formatLsn(stopLsn),
-    timeline: label.startTimeline,
-    stopTimeline,
-    walStart,
-    walStop,
-    walSegmentSize: server.walSegmentSize,
-    nextXid: xid,
-    systemId: server.systemId,
-    pgVersionNum: server.versionNum,
-    sourceBytes: watcher.bytes,
-    storedBytes: stored.sizeBytes,
-    durationMs: finished.getTime() - started.getTime(),
-    backupFrom: server.inRecovery ? 'standby' : 'primary',
-    objects: [{name: 'base.tar.gz', key: tarKey, sizeBytes: stored.sizeBytes, sha256: stored.sha256, compression: 'gzip'}],
-  };
-  await writeManifest(repo, manifest);
-  return manifest;
+    // What the backup needs: from backup_label (start) and backup_manifest or the archived .backup file (stop).
+    const labelFile = watcher.files.get('backup_label');
+    const label = labelFile ? parseBackupLabel(labelFile.content.toString('utf8')) : undefined;
+    if (!label) {
+      await repo.remove([tarKey]).catch(() => undefined);
+      throw new BackupError('pg_basebackup output holds no readable backup_label; the backup was discarded');
+    }
+    const ranges = parseManifestWalRanges(watcher.files.get('backup_manifest')?.content.toString('utf8') ?? '');
+    const history = server.inRecovery ? undefined : await waitForBackupHistory(repo, label, server, deps.walWaitMs ?? 60_000);
+    const stopLsn = history?.stopLsn ?? ranges.at(-1)?.endLsn;
+    const stopTimeline = history?.stopTimeline ?? ranges.at(-1)?.timeline ?? label.startTimeline;
+    if (stopLsn === undefined) {
+      await repo.remove([tarKey]).catch(() => undefined);
+      throw new BackupError('cannot tell where the backup ends (no .backup file archived, no backup_manifest); the backup was discarded',
+        'let pg_basebackup write its backup manifest (PostgreSQL 13 or later) and archive WAL with pgbk');
+    }
+    const walStart = segmentNameForLsn(label.startTimeline, label.startLsn, server.walSegmentSize);
+    const walStop = segmentNameForLsn(stopTimeline, stopLsn, server.walSegmentSize);
+    // A standby cannot switch segments: the primary closes the one the backup ends in, so that it gets archived.
+    if (server.inRecovery && source.primaryUrl) {
+      await closeStopSegment(repo, source.primaryUrl, walStop).catch(async (error) => {
+        await repo.remove([tarKey]).catch(() => undefined);
+        throw error;
+      });
+    }
+    await waitForWal(repo, label.startTimeline, label.startLsn, stopLsn, server.walSegmentSize, deps.walWaitMs ?? 60_000)
+      .catch(async (error) => {
+        await repo.remove([tarKey]).catch(() => undefined);
+        throw error;
+      });
+
+    const xid = await withClient(source.primaryUrl ?? source.url, (client) => nextXid(client));
+    const finished = deps.now();
+    // The .backup file's STOP TIME has whole seconds: round up so "finished before the target" is never optimistic.
+    const stopTime = history?.stopTime ? new Date(history.stopTime.getTime() + 1000) : finished;
+    const manifest: BackupManifest = {
+      formatVersion: 1,
+      id,
+      kind: 'base',
+      policy: policy.name,
+      strategy: policy.strategy,
+      label: `pgbk ${id}`,
+      startTime: (label.startTime ?? started).toISOString(),
+      stopTime: stopTime.toISOString(),
+      startLsn: formatLsn(label.startLsn),
+      stopLsn: formatLsn(stopLsn),
+      timeline: label.startTimeline,
+      stopTimeline,
+      walStart,
+      walStop,
+      walSegmentSize: server.walSegmentSize,
+      nextXid: xid,
+      systemId: server.systemId,
+      pgVersionNum: server.versionNum,
+      sourceBytes: watcher.bytes,
+      storedBytes: stored.sizeBytes,
+      durationMs: finished.getTime() - started.getTime(),
+      backupFrom: server.inRecovery ? 'standby' : 'primary',
+      objects: [{name: 'base.tar.gz', key: tarKey, sizeBytes: stored.sizeBytes, sha256: stored.sha256, compression: 'gzip'}],
+    };
+    await writeManifest(repo, manifest);
+    return manifest;
+  });
 }
 
 /** The .backup history file PostgreSQL archives at the end of a backup taken on a primary. */

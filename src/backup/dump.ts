@@ -10,7 +10,8 @@ import {backupObjectKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
 import {ChecksumVerifier} from '../util/streams.js';
 import {createProgress} from '../util/progress.js';
-import {newBackupId} from './id.js';
+import {claimBackupId} from './id.js';
+import {withOwner} from './owner.js';
 import {writeManifest, type BackupManifest} from './manifest.js';
 
 export interface DumpDeps {
@@ -28,49 +29,51 @@ export async function runDump(deps: DumpDeps): Promise<BackupManifest> {
     const {rows} = await client.query('select current_database() as db');
     return {server: await serverInfo(client), database: rows[0].db as string};
   });
-  const id = await newBackupId(repo, started);
-  const key = backupObjectKey(id, 'dump.pgdump');
-  const tables = policy.dump.tables.flatMap((table) => ['--table', table]);
-  const child = spawnPg('pg_dump', ['--dbname', conn.url, '--format', 'custom', '--compress', '6', '--no-password', ...tables],
-    {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal});
-  const progress = createProgress(`dump ${id}`);
-  let stored;
-  const upload = repo.put(key, child.stdout!, {onProgress: (bytes) => progress.update(bytes)});
-  upload.catch(() => undefined); // awaited below; a failure is handled there
-  try {
-    const [result] = await Promise.all([upload, child]);
-    stored = result;
-    progress.done();
-  } catch (error) {
-    child.kill();
-    // A killed pg_dump ends its output early: the upload could still complete. Fail it, let it settle, then remove.
-    child.stdout?.destroy(error as Error);
-    await upload.catch(() => undefined);
-    await repo.remove([key]).catch(() => undefined);
-    throw (error as Error).name === 'ExecaError' ? toolError('pg_dump', error) : error;
-  }
-  const finished = deps.now();
-  const manifest: BackupManifest = {
-    formatVersion: 1,
-    id,
-    kind: 'dump',
-    policy: policy.name,
-    strategy: policy.strategy,
-    label: `pgbk ${id}`,
-    // pg_dump's snapshot is taken as it starts: the dump shows the database as of startTime.
-    startTime: started.toISOString(),
-    stopTime: finished.toISOString(),
-    systemId: server.systemId,
-    pgVersionNum: server.versionNum,
-    database,
-    sourceBytes: stored.sizeBytes,
-    storedBytes: stored.sizeBytes,
-    durationMs: finished.getTime() - started.getTime(),
-    backupFrom: server.inRecovery ? 'standby' : 'primary',
-    objects: [{name: 'dump.pgdump', key, sizeBytes: stored.sizeBytes, sha256: stored.sha256, compression: 'none'}],
-  };
-  await writeManifest(repo, manifest);
-  return manifest;
+  const {id, owner} = await claimBackupId(repo, started);
+  return withOwner(repo, owner, async () => {
+    const key = backupObjectKey(id, 'dump.pgdump');
+    const tables = policy.dump.tables.flatMap((table) => ['--table', table]);
+    const child = spawnPg('pg_dump', ['--dbname', conn.url, '--format', 'custom', '--compress', '6', '--no-password', ...tables],
+      {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal, dieWithParent: true});
+    const progress = createProgress(`dump ${id}`);
+    let stored;
+    const upload = repo.put(key, child.stdout!, {onProgress: (bytes) => progress.update(bytes)});
+    upload.catch(() => undefined); // awaited below; a failure is handled there
+    try {
+      const [result] = await Promise.all([upload, child]);
+      stored = result;
+      progress.done();
+    } catch (error) {
+      child.kill();
+      // A killed pg_dump ends its output early: the upload could still complete. Fail it, let it settle, then remove.
+      child.stdout?.destroy(error as Error);
+      await upload.catch(() => undefined);
+      await repo.remove([key]).catch(() => undefined);
+      throw (error as Error).name === 'ExecaError' ? toolError('pg_dump', error) : error;
+    }
+    const finished = deps.now();
+    const manifest: BackupManifest = {
+      formatVersion: 1,
+      id,
+      kind: 'dump',
+      policy: policy.name,
+      strategy: policy.strategy,
+      label: `pgbk ${id}`,
+      // pg_dump's snapshot is taken as it starts: the dump shows the database as of startTime.
+      startTime: started.toISOString(),
+      stopTime: finished.toISOString(),
+      systemId: server.systemId,
+      pgVersionNum: server.versionNum,
+      database,
+      sourceBytes: stored.sizeBytes,
+      storedBytes: stored.sizeBytes,
+      durationMs: finished.getTime() - started.getTime(),
+      backupFrom: server.inRecovery ? 'standby' : 'primary',
+      objects: [{name: 'dump.pgdump', key, sizeBytes: stored.sizeBytes, sha256: stored.sha256, compression: 'none'}],
+    };
+    await writeManifest(repo, manifest);
+    return manifest;
+  });
 }
 
 export interface DumpRestoreOptions {

@@ -2,7 +2,7 @@
 
 import {createHash} from 'node:crypto';
 import {text} from 'node:stream/consumers';
-import {CorruptObjectError, ObjectNotFoundError} from '../errors.js';
+import {BackupError, CorruptObjectError, ObjectNotFoundError, PreconditionFailedError} from '../errors.js';
 import {BACKUP_PREFIX, manifestKey, MANIFEST_NAME} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
 
@@ -55,9 +55,30 @@ function checksumOf(manifest: BackupManifest): string {
   return createHash('sha256').update(JSON.stringify(rest)).digest('hex');
 }
 
+/**
+ * Stores the manifest, which makes the backup exist: only once every object it lists is confirmed in the
+ * repository with the recorded size, and create-only, so a manifest is never overwritten (two runs that
+ * somehow share an id cannot clobber each other's backup).
+ */
 export async function writeManifest(repo: Repository, manifest: BackupManifest): Promise<void> {
+  for (const object of manifest.objects) {
+    const stored = await repo.stat(object.key);
+    if (!stored || stored.sizeBytes !== object.sizeBytes) {
+      throw new BackupError(
+        `backup ${manifest.id}: ${object.key} is ${stored ? `${stored.sizeBytes} bytes in ${repo.description}, expected ${object.sizeBytes}` : `missing from ${repo.description}`}; the manifest was not written`,
+        'the upload did not land as written: check the repository (pgbk verify), then take the backup again');
+    }
+  }
   const sealed = {...manifest, checksum: checksumOf(manifest)};
-  await repo.put(manifestKey(manifest.id), Buffer.from(`${JSON.stringify(sealed, null, 2)}\n`));
+  try {
+    await repo.put(manifestKey(manifest.id), Buffer.from(`${JSON.stringify(sealed, null, 2)}\n`), {ifNoneMatch: '*'});
+  } catch (error) {
+    if (error instanceof PreconditionFailedError) {
+      throw new BackupError(`backup ${manifest.id}: a manifest already exists in ${repo.description}; it was left as it is`,
+        'another run wrote a backup under the same id; take the backup again', {cause: error});
+    }
+    throw error;
+  }
 }
 
 export async function readManifest(repo: Repository, backupId: string): Promise<BackupManifest> {

@@ -9,9 +9,21 @@ export function registerBackupCommand(program: Command, io: Io, globals: () => G
     .description("take a backup now, of the policy strategy's kind; prints the backup id")
     .action(async () => {
       await withContext(globals(), io, async ({policy, repo}) => {
-        const manifest = policy.strategy === 'dump'
-          ? await (await import('../backup/dump.js')).runDump({policy, repo, now: io.now})
-          : await (await import('../backup/basebackup.js')).runBaseBackup({policy, repo, now: io.now});
+        // One backup per policy at a time, scheduled or manual.
+        const lock = await (await import('../backup/lock.js')).takeBackupLock(repo, policy, io.env, io.now);
+        let manifest;
+        try {
+          const deps = {policy, repo, now: io.now, cancelSignal: lock.signal};
+          manifest = policy.strategy === 'dump'
+            ? await (await import('../backup/dump.js')).runDump(deps)
+            : await (await import('../backup/basebackup.js')).runBaseBackup(deps);
+        } catch (error) {
+          // Stopped because the lease was lost: say that, not "pg_basebackup was killed".
+          if (lock.signal.aborted) throw lock.signal.reason;
+          throw error;
+        } finally {
+          await lock.release();
+        }
         if (globals().json) {
           printJson(io, manifest);
           return;

@@ -1,5 +1,6 @@
 // The one wrapper around PostgreSQL programs (execa): finds the binary, sets the environment, maps failures.
 
+import {fileURLToPath} from 'node:url';
 import {execa, type Options, type ResultPromise} from 'execa';
 import {PgToolError} from '../errors.js';
 import {pgBinary} from './bin.js';
@@ -11,7 +12,15 @@ export interface PgRunOptions {
   cancelSignal?: AbortSignal;
   /** Feed this stream / buffer to stdin. */
   input?: NodeJS.ReadableStream | Buffer;
+  /**
+   * The program dies with pgbk, even when pgbk is killed with SIGKILL (bin/pgbk-tool-watchdog: it watches a
+   * pipe from pgbk that closes when pgbk is gone). Not with `input`.
+   */
+  dieWithParent?: boolean;
 }
+
+/** bin/pgbk-tool-watchdog of this installation (dist/pg/run.js → ../../bin; likewise from src/ under vitest). */
+const WATCHDOG = fileURLToPath(new URL('../../bin/pgbk-tool-watchdog', import.meta.url));
 
 const BASE_ENV = {LC_ALL: 'C', LC_MESSAGES: 'C', PGAPPNAME: 'pgbk'};
 
@@ -38,12 +47,14 @@ export async function runPg(program: string, args: string[], options: PgRunOptio
  */
 export function spawnPg(program: string, args: string[], options: PgRunOptions = {}): ResultPromise<{buffer: {stdout: false; stderr: true}; stdin: 'pipe' | 'ignore'}> {
   const file = pgBinary(options.binDir, program);
-  return execa(file, args, {
+  const watched = Boolean(options.dieWithParent) && !options.input;
+  // Watched: stdin is the pipe the watchdog waits on; nothing is ever written to it and pgbk never ends it.
+  return execa(watched ? WATCHDOG : file, watched ? [file, ...args] : args, {
     env: {...BASE_ENV, ...options.env},
     cwd: options.cwd,
     cancelSignal: options.cancelSignal,
     buffer: {stdout: false, stderr: true},
-    stdin: options.input ? 'pipe' : 'ignore',
+    stdin: options.input || watched ? 'pipe' : 'ignore',
   }) as never;
 }
 
@@ -51,6 +62,6 @@ export function spawnPg(program: string, args: string[], options: PgRunOptions =
 export function toolError(program: string, error: unknown): PgToolError {
   const err = error as {shortMessage?: string; stderr?: unknown; message?: string};
   const stderr = typeof err.stderr === 'string' ? err.stderr.trim().split('\n').slice(-5).join('\n') : '';
-  const summary = err.shortMessage ?? err.message ?? String(error);
+  const summary = (err.shortMessage ?? err.message ?? String(error)).replace(`${WATCHDOG} `, '');
   return new PgToolError(`${program} failed: ${summary.split('\n')[0]}${stderr ? `\n${stderr}` : ''}`, undefined, {cause: error});
 }

@@ -12,6 +12,7 @@ import {
   describeFailure, descendants, JOBS, parseOutput, removeUnfinishedBackups, signalPids, startJob, writeJobResult,
   type JobName, type JobResult,
 } from './jobs.js';
+import {LEASE_ENV, leaseEnvValue} from '../backup/lock.js';
 import {acquireLease, holderId, keepLeaseAlive, releaseLease, type HeldLease} from './lease.js';
 import type {Log} from './log.js';
 import {MetricsCollector} from './metrics.js';
@@ -265,7 +266,7 @@ export class Scheduler {
     const startedAt = this.now();
     run.startedAt = startedAt;
     // The child runs under this lease: `pgbk backup` checks it holds it rather than taking the lock itself.
-    const env = {...this.options.env, PGBK_LEASE: `${lease.job}:${lease.holder}:${lease.token}`};
+    const env = {...this.options.env, [LEASE_ENV]: leaseEnvValue(lease)};
     const started = startJob(run.job, policy.file, {env, bin: this.options.bin, cwd: this.options.cwd});
     run.pid = started.child.pid;
     this.options.log({event: 'start', ...base, pid: run.pid});

@@ -116,6 +116,7 @@ export async function acquireLease(
   if (options.tick && current?.tick && Date.parse(current.tick) >= options.tick.getTime()) {
     return {acquired: false, reason: 'tick-taken', current};
   }
+  const lastTick = current?.tick;
   if (isHeld(current, now())) return {acquired: false, reason: 'held', current};
   const start = now();
   const claim: HeldLease = {
@@ -123,7 +124,8 @@ export async function acquireLease(
     policy,
     holder: options.holder,
     token: randomBytes(8).toString('hex'),
-    tick: options.tick?.toISOString(),
+    // A run outside the schedule (manual backup) keeps the last slot run, so no late scheduler repeats it.
+    tick: options.tick?.toISOString() ?? lastTick,
     acquiredAt: start.toISOString(),
     expiresAt: new Date(start.getTime() + options.ttlMs).toISOString(),
     purpose: options.purpose,
