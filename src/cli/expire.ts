@@ -41,6 +41,9 @@ export function registerExpireCommand(program: Command, io: Io, globals: () => G
         for (const leftover of outcome.leftovers) {
           lines.push(`  ${dry ? 'remove' : 'removed'} ${leftover.id}: ${leftover.objects} object(s) without a manifest (an interrupted backup or removal), ${formatBytes(leftover.bytes)}`);
         }
+        for (const upload of outcome.incompleteUploads) {
+          lines.push(`  aborted an incomplete upload of ${upload.key} begun ${upload.startedAt.toISOString()}`);
+        }
         lines.push('', `WAL: ${plan.wal.reason}`);
         for (const point of plan.wal.keepPoints) {
           lines.push(`  kept from ${point.walStart} on timeline ${point.timeline} and later timelines (backup ${point.backupId})`);

@@ -19,6 +19,7 @@ export function registerVerifyCommand(program: Command, io: Io, globals: () => G
         const started = Date.now();
         const report = await verifyRepository(repo, {
           backupId: options.backup,
+          now: io.now(),
           onProblem: json ? undefined : (problem) => io.stdout.write(`problem: ${problem.object}: ${problem.message}\n`),
         });
         const seconds = (Date.now() - started) / 1000;
@@ -27,6 +28,11 @@ export function registerVerifyCommand(program: Command, io: Io, globals: () => G
         } else {
           io.stdout.write(`verified ${report.backups.length} backup${report.backups.length === 1 ? '' : 's'} (${report.backupObjects} object${report.backupObjects === 1 ? '' : 's'})` +
             ` and ${report.walFiles} WAL file${report.walFiles === 1 ? '' : 's'} in ${repo.description}: ${formatBytes(report.bytesRead)} read in ${seconds.toFixed(1)}s\n`);
+          for (const folder of report.unfinished) {
+            io.stdout.write(folder.live
+              ? `in progress: backups/${folder.id}/ is being written by ${folder.owner} (${folder.objects} object(s) so far)\n`
+              : `abandoned: backups/${folder.id}/ has ${folder.objects} object(s), ${formatBytes(folder.bytes)}, and no manifest (a backup that did not finish); not restorable, expire removes it after a day\n`);
+          }
           io.stdout.write(report.problems.length === 0 ? 'ok\n' : `${report.problems.length} problem${report.problems.length === 1 ? '' : 's'} found\n`);
         }
         if (report.problems.length > 0) {

@@ -4,7 +4,9 @@
 
 import {parseWalFileName} from '../wal/name.js';
 import {listArchived} from '../wal/archive.js';
-import {BACKUP_PREFIX, backupDirKey, manifestKey, MANIFEST_NAME} from '../storage/layout.js';
+import {ABANDONED_AFTER_MS, isAbandoned, unfinishedFolders} from '../backup/folders.js';
+import {backupDirKey, manifestKey} from '../storage/layout.js';
+import type {IncompleteUpload} from '../storage/repository.js';
 import type {Repository} from '../storage/repository.js';
 import {walVerdict, type ExpirePlan} from './plan.js';
 
@@ -31,6 +33,8 @@ export interface ExpireOutcome {
   /** Folders under backups/ without a manifest, left by an interrupted removal (or backup), long abandoned. */
   leftovers: RemovedBackup[];
   wal: {removedFiles: number; removedBytes: number; keptFiles: number; ranges: WalRange[]};
+  /** Uploads that never completed (S3 multipart, local temp files), older than a day: aborted (not in a dry run). */
+  incompleteUploads: IncompleteUpload[];
 }
 
 export interface ApplyOptions {
@@ -46,7 +50,9 @@ const DEFAULT_BATCH = 500;
 
 export async function applyExpire(plan: ExpirePlan, repo: Repository, options: ApplyOptions = {}): Promise<ExpireOutcome> {
   const dryRun = Boolean(options.dryRun);
-  const outcome: ExpireOutcome = {dryRun, backups: [], leftovers: [], wal: {removedFiles: 0, removedBytes: 0, keptFiles: 0, ranges: []}};
+  const outcome: ExpireOutcome = {
+    dryRun, backups: [], leftovers: [], wal: {removedFiles: 0, removedBytes: 0, keptFiles: 0, ranges: []}, incompleteUploads: [],
+  };
 
   for (const decision of plan.backups) {
     if (decision.keep) continue;
@@ -64,6 +70,11 @@ export async function applyExpire(plan: ExpirePlan, repo: Repository, options: A
   }
 
   outcome.leftovers = await removeLeftovers(plan, repo, dryRun, options);
+  // An upload a day old is no live run's (a backup's parts are written within minutes of each other).
+  if (!dryRun) {
+    const now = options.now ?? new Date(plan.now);
+    outcome.incompleteUploads = await repo.cleanUpIncomplete(new Date(now.getTime() - (options.abandonedAfterMs ?? ABANDONED_AFTER_MS)));
+  }
 
   const batchSize = options.batchSize ?? DEFAULT_BATCH;
   let batch: string[] = [];
@@ -98,36 +109,18 @@ export async function applyExpire(plan: ExpirePlan, repo: Repository, options: A
 }
 
 /**
- * Backup folders without a manifest that started before the oldest kept backup and were last written long ago:
- * what an interrupted expire (manifest gone, objects left) or a crashed backup leaves. A backup still being
- * written is newer than that, so it is never touched.
+ * Backup folders without a manifest, no live owner, and nothing written in them for a day: what an interrupted
+ * expire (manifest gone, objects left) or a crashed backup leaves. A backup still being written renews its
+ * owner marker every few minutes, so it is never touched.
  */
 async function removeLeftovers(plan: ExpirePlan, repo: Repository, dryRun: boolean, options: ApplyOptions): Promise<RemovedBackup[]> {
   if (plan.retention.backups === undefined && plan.retention.days === undefined) return []; // keep everything
-  const kept = plan.backups.filter((decision) => decision.keep).map((decision) => decision.id).sort();
-  const oldestKept = kept[0];
-  if (!oldestKept) return [];
-  const abandonedBefore = (options.now ?? new Date(plan.now)).getTime() - (options.abandonedAfterMs ?? 86_400_000);
+  const now = options.now ?? new Date(plan.now);
   const removed: RemovedBackup[] = [];
-  let folder: {id: string; keys: string[]; bytes: number; manifest: boolean; newest: number} | undefined;
-  const finish = async () => {
-    if (!folder || folder.manifest || folder.id >= oldestKept || folder.newest > abandonedBefore) return;
+  for await (const folder of unfinishedFolders(repo, now)) {
+    if (!isAbandoned(folder, now, options.abandonedAfterMs ?? ABANDONED_AFTER_MS)) continue;
     if (!dryRun) await repo.remove(folder.keys);
     removed.push({id: folder.id, kind: 'unknown', objects: folder.keys.length, bytes: folder.bytes});
-  };
-  for await (const object of repo.list(BACKUP_PREFIX)) {
-    const [id, ...rest] = object.key.slice(BACKUP_PREFIX.length).split('/');
-    if (!id || rest.length === 0) continue;
-    if (folder?.id !== id) {
-      await finish();
-      folder = {id, keys: [], bytes: 0, manifest: false, newest: 0};
-    }
-    folder.keys.push(object.key);
-    folder.bytes += object.sizeBytes;
-    if (rest.join('/') === MANIFEST_NAME) folder.manifest = true;
-    // Unknown modification time: treat as recent (keep).
-    folder.newest = Math.max(folder.newest, object.modified?.getTime() ?? Number.POSITIVE_INFINITY);
   }
-  await finish();
   return removed;
 }

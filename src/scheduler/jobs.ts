@@ -6,7 +6,8 @@ import {readdirSync, readFileSync} from 'node:fs';
 import {text} from 'node:stream/consumers';
 import {fileURLToPath} from 'node:url';
 import {ObjectNotFoundError} from '../errors.js';
-import {BACKUP_PREFIX, backupIdFor, jobResultKey, MANIFEST_NAME} from '../storage/layout.js';
+import {unfinishedFolders} from '../backup/folders.js';
+import {backupIdFor, jobResultKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
 import {lastLines} from './log.js';
 
@@ -170,26 +171,18 @@ export function signalPids(pids: number[], signal: NodeJS.Signals): void {
 }
 
 /**
- * After a backup child was killed: backup folders begun since `since` that hold objects but no manifest are
- * leftovers of that run (a backup exists only once its manifest does); remove them so nothing half written
- * stays. Only runs while this scheduler holds the backup lease, so no other scheduled backup is writing.
+ * After a backup child was killed: backup folders begun since `since` that hold objects but no manifest and
+ * no live owner are leftovers of that run (a backup exists only once its manifest does; the killed run's owner
+ * marker names a dead process); remove them so nothing half written stays. A folder a live run owns (a manual
+ * `pgbk backup` elsewhere) is never touched.
  */
-export async function removeUnfinishedBackups(repo: Repository, since: Date): Promise<string[]> {
+export async function removeUnfinishedBackups(repo: Repository, since: Date, now: Date = new Date()): Promise<string[]> {
   const firstId = backupIdFor(new Date(Math.floor(since.getTime() / 1000) * 1000));
-  const folders = new Map<string, {keys: string[]; manifest: boolean}>();
-  for await (const object of repo.list(BACKUP_PREFIX)) {
-    const [id, ...rest] = object.key.slice(BACKUP_PREFIX.length).split('/');
-    if (!id || id < firstId) continue;
-    const folder = folders.get(id) ?? {keys: [], manifest: false};
-    folder.keys.push(object.key);
-    if (rest.join('/') === MANIFEST_NAME) folder.manifest = true;
-    folders.set(id, folder);
-  }
   const removed: string[] = [];
-  for (const [id, folder] of folders) {
-    if (folder.manifest) continue;
+  for await (const folder of unfinishedFolders(repo, now)) {
+    if (folder.id < firstId || folder.live) continue;
     await repo.remove(folder.keys);
-    removed.push(id);
+    removed.push(folder.id);
   }
   return removed;
 }

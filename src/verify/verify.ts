@@ -10,6 +10,7 @@
 import {Writable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import {createGunzip} from 'node:zlib';
+import {unfinishedFolders} from '../backup/folders.js';
 import {readCatalog, type BackupManifest} from '../backup/manifest.js';
 import {CorruptObjectError, ObjectNotFoundError, PgbkError, UsageError} from '../errors.js';
 import {walVerdict} from '../retention/plan.js';
@@ -42,6 +43,11 @@ export interface VerifyReport {
   walFiles: number;
   bytesRead: number;
   problems: VerifyProblem[];
+  /**
+   * Backup folders without a manifest: `live` ones are being written by a running backup; the others are
+   * abandoned (a killed run, an interrupted expire) — not restorable, harmless, removed by expire after a day.
+   */
+  unfinished: {id: string; live: boolean; objects: number; bytes: number; owner?: string}[];
 }
 
 export interface VerifyOptions {
@@ -49,10 +55,11 @@ export interface VerifyOptions {
   /** Objects read at once. */
   concurrency?: number;
   onProblem?: (problem: VerifyProblem) => void;
+  now?: Date;
 }
 
 export async function verifyRepository(repo: Repository, options: VerifyOptions = {}): Promise<VerifyReport> {
-  const report: VerifyReport = {repository: repo.description, backups: [], backupObjects: 0, walFiles: 0, bytesRead: 0, problems: []};
+  const report: VerifyReport = {repository: repo.description, backups: [], backupObjects: 0, walFiles: 0, bytesRead: 0, problems: [], unfinished: []};
   const problem = (value: VerifyProblem) => {
     report.problems.push(value);
     options.onProblem?.(value);
@@ -114,6 +121,14 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
     for (const found of checkContinuity(base, archive)) problem(found);
   }
   await pool.drain();
+  if (!options.backupId) {
+    for await (const folder of unfinishedFolders(repo, options.now ?? new Date())) {
+      report.unfinished.push({
+        id: folder.id, live: folder.live, objects: folder.keys.length, bytes: folder.bytes,
+        owner: folder.owner ? `${folder.owner.host}/${folder.owner.pid}` : undefined,
+      });
+    }
+  }
   return report;
 }
 

@@ -75,6 +75,7 @@ describe('parsePolicy: valid policies', () => {
         secretAccessKey: 'wJalrXUtnFEMI/K7MDENG',
       },
       schedule: {backup: '0 2 * * *', expire: '30 2 * * *', drill: '0 0 4 * * 0'},
+      jobTimeoutSeconds: {backup: 12 * 3600, expire: 2 * 3600, drill: 3600 + 1800},
       retention: {backups: 7, days: 14},
       objectives: {rpoSeconds: 300, rtoSeconds: 5400},
       backup: {checkpoint: 'spread', compressionLevel: 6},
@@ -86,12 +87,20 @@ describe('parsePolicy: valid policies', () => {
     expect(Object.isFrozen(policy.dump.tables)).toBe(true);
   });
 
+  it('reads schedule.timeout per job, and rejects a malformed one', () => {
+    const policy = parsePolicy(`${MINIMAL}schedule:\n  backup: "0 2 * * *"\n  timeout:\n    backup: 90m\n    drill: 3h\n`, FILE, {});
+    expect(policy.jobTimeoutSeconds).toEqual({backup: 5400, expire: 7200, drill: 10800});
+    expect(() => parsePolicy(`${MINIMAL}schedule:\n  timeout:\n    backup: soon\n`, FILE, {})).toThrow(/schedule\.timeout\.backup: expected a duration/);
+    expect(() => parsePolicy(`${MINIMAL}schedule:\n  timeout:\n    restore: 1h\n`, FILE, {})).toThrow(/schedule\.timeout/);
+  });
+
   it('fills in defaults for a minimal policy', () => {
     const policy = parsePolicy(MINIMAL, '/srv/pgbk/billing.yml', {});
     expect(policy.name).toBe('billing');
     expect(policy.repository).toEqual({url: 'file:///var/backups/pgbk/orders'});
     expect(policy.postgres.dataDir).toBeUndefined();
     expect(policy.schedule).toEqual({});
+    expect(policy.jobTimeoutSeconds).toEqual({backup: 12 * 3600, expire: 2 * 3600, drill: 3600 + 1800});
     expect(policy.retention).toEqual({});
     expect(policy.backup).toEqual({checkpoint: 'fast', compressionLevel: 1});
     expect(policy.dump).toEqual({tables: []});
