@@ -18,6 +18,7 @@ import {randomBytes} from 'node:crypto';
 import {hostname} from 'node:os';
 import {ObjectNotFoundError, PreconditionFailedError} from '../errors.js';
 import {lockKey} from '../storage/layout.js';
+import {processAlive} from '../util/process.js';
 import type {Repository} from '../storage/repository.js';
 
 export interface LeaseRecord {
@@ -85,9 +86,18 @@ export async function readLease(repo: Repository, job: string): Promise<LeaseRec
   return (await readVersioned(repo, job)).lease;
 }
 
-/** Held: not released and not expired at `now`. */
+/**
+ * Held: not released, not expired at `now`, and its holder not known to be dead (a holder on this host whose
+ * process is gone — a `pgbk backup` killed with SIGKILL — frees the lease at once instead of after its TTL).
+ */
 export function isHeld(lease: LeaseRecord | undefined, now: Date): lease is LeaseRecord {
-  return lease !== undefined && !lease.releasedAt && Date.parse(lease.expiresAt) > now.getTime();
+  return lease !== undefined && !lease.releasedAt && Date.parse(lease.expiresAt) > now.getTime() && !holderDead(lease.holder);
+}
+
+/** The holder id names this host and a pid that is not running. */
+export function holderDead(holder: string): boolean {
+  const [host, pid] = holder.split('/');
+  return host === hostname() && /^\d+$/.test(pid ?? '') && !processAlive(Number(pid));
 }
 
 export function sameClaim(a: LeaseRecord | undefined, b: Pick<LeaseRecord, 'holder' | 'token'>): boolean {
