@@ -524,6 +524,20 @@ export function runRepositoryContract(name: string, open: () => Promise<Contract
         await expectNotFound(repo.getVersioned('cond/cas/missing'), 'cond/cas/missing');
       });
 
+      it('create-only holds for a streamed body bigger than one upload part (S3: multipart)', async () => {
+        const key = 'cond/big/000000010000000000000009';
+        const small = Buffer.from('the object that must stay');
+        await repo.put(key, small);
+        const source = generatedStream(33 * MiB + 5);
+        const error = await repo.put(key, source.stream, {ifNoneMatch: '*'}).then(() => undefined, (err: unknown) => err);
+        expect(error).toBeInstanceOf(PreconditionFailedError);
+        await expectStored(key, small);
+        // And a big conditional create of a new key works.
+        const fresh = generatedStream(33 * MiB + 5);
+        expect(await repo.put(`${key}.new`, fresh.stream, {ifNoneMatch: '*'})).toMatchObject({sizeBytes: 33 * MiB + 5, sha256: fresh.sha256});
+        await repo.remove([key, `${key}.new`]);
+      }, 120_000);
+
       it('two writers racing in one process: exactly one create wins', async (ctx) => {
         if (!target.enforcesConditionalWrites) ctx.skip(); // the safe path is not atomic (README)
         for (let round = 0; round < 5; round++) {

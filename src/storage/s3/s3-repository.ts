@@ -1,10 +1,12 @@
 // S3 and S3-compatible (MinIO) repository through @aws-sdk/client-s3. The only module that imports the AWS SDK;
 // it is loaded on demand so that commands using a local repository never pay for it.
 
-import {Readable} from 'node:stream';
+import {PassThrough, Readable} from 'node:stream';
 import {createHash} from 'node:crypto';
 import {
   AbortMultipartUploadCommand,
+  CompleteMultipartUploadCommand,
+  CreateMultipartUploadCommand,
   DeleteObjectsCommand,
   ListMultipartUploadsCommand,
   GetObjectCommand,
@@ -13,6 +15,7 @@ import {
   PutObjectCommand,
   S3Client,
   S3ServiceException,
+  UploadPartCommand,
 } from '@aws-sdk/client-s3';
 import {Upload} from '@aws-sdk/lib-storage';
 import {ObjectNotFoundError, PreconditionFailedError, RepositoryError} from '../../errors.js';
@@ -72,14 +75,29 @@ export class S3Repository implements Repository {
 
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<PutResult> {
     const conditional = options.ifNoneMatch !== undefined || options.ifMatch !== undefined;
+    if (conditional && !Buffer.isBuffer(body) && !(await this.conditionalWrites().then(() => this.multipartConditional))) {
+      // This store ignores conditions on CompleteMultipartUpload (radosgw 16 does): read up to one part; a body
+      // that fits goes as one PutObject, where the condition holds; a bigger one is checked first (safe path).
+      const {head, rest} = await readUpTo(body, CONDITIONAL_PART_SIZE);
+      if (!rest) return this.put(key, head, options);
+      await this.checkCondition(key, options);
+      const joined = new PassThrough();
+      joined.write(head);
+      rest.on('error', (error) => joined.destroy(error));
+      rest.pipe(joined);
+      return this.put(key, joined, {...options, ifNoneMatch: undefined, ifMatch: undefined});
+    }
+    let ifMatch = options.ifMatch;
     if (conditional) {
       // A store that ignores the headers would silently overwrite: there, check first (not atomic; the
       // callers' documented safe path makes it enough: see README "Conditional writes").
       const support = await this.conditionalWrites();
       const enforced = options.ifNoneMatch ? support.createOnly : support.compareAndSwap;
       if (!enforced) await this.checkCondition(key, options);
+      // radosgw 16 compares If-Match with the ETag without its quotes (a quoted one never matches).
+      if (ifMatch !== undefined && this.etagForm === 'unquoted') ifMatch = unquote(ifMatch);
     }
-    const condition = {IfNoneMatch: options.ifNoneMatch, IfMatch: options.ifMatch};
+    const condition = {IfNoneMatch: options.ifNoneMatch, IfMatch: ifMatch};
     // When the source fails, Upload aborts the multipart upload; if that abort fails too (s3rver answers
     // 405, or the endpoint is gone), Upload rejects with the abort's error. Report the source's error.
     let sourceError: unknown;
@@ -151,6 +169,10 @@ export class S3Repository implements Repository {
   }
 
   private support?: Promise<ConditionalWriteSupport>;
+  /** How this store wants the ETag in If-Match (learned with the support). */
+  private etagForm: 'quoted' | 'unquoted' = 'quoted';
+  /** The store enforces If-None-Match on CompleteMultipartUpload too (learned with the support). */
+  private multipartConditional = false;
 
   conditionalWrites(): Promise<ConditionalWriteSupport> {
     this.support ??= this.learnConditionalWrites();
@@ -164,9 +186,11 @@ export class S3Repository implements Repository {
   private async learnConditionalWrites(): Promise<ConditionalWriteSupport> {
     try {
       const {body} = await this.getVersioned(CAPABILITIES_KEY);
-      const record = JSON.parse(body.toString('utf8')) as {conditionalWrites?: {createOnly?: unknown; compareAndSwap?: unknown}};
+      const record = JSON.parse(body.toString('utf8')) as {conditionalWrites?: {createOnly?: unknown; compareAndSwap?: unknown; ifMatchEtag?: unknown}};
       const cw = record.conditionalWrites;
       if (typeof cw?.createOnly === 'boolean' && typeof cw.compareAndSwap === 'boolean') {
+        this.etagForm = cw.ifMatchEtag === 'unquoted' ? 'unquoted' : 'quoted';
+        this.multipartConditional = (cw as {multipart?: unknown}).multipart === true;
         return {createOnly: cw.createOnly, compareAndSwap: cw.compareAndSwap, source: 'record'};
       }
     } catch (error) {
@@ -175,7 +199,9 @@ export class S3Repository implements Repository {
     const probed = await this.probeConditionalWrites();
     const record = {
       formatVersion: 1,
-      conditionalWrites: {createOnly: probed.createOnly, compareAndSwap: probed.compareAndSwap},
+      conditionalWrites: {
+        createOnly: probed.createOnly, compareAndSwap: probed.compareAndSwap, ifMatchEtag: this.etagForm, multipart: this.multipartConditional,
+      },
       probedAt: new Date().toISOString(),
       note: 'written by pgbk after probing the store; remove it to probe again',
     };
@@ -211,12 +237,40 @@ export class S3Repository implements Repository {
       const createOnly = second === 'refused';
       const etag = (await this.stat(unprefixed(probeKey, this.settings.prefix)))?.version;
       const wrong = await send('probe 3', {IfMatch: '"00000000000000000000000000000000"'});
-      const right = etag ? await send('probe 4', {IfMatch: etag}) : 'refused';
+      let right = etag ? await send('probe 4', {IfMatch: etag}) : 'refused';
+      if (etag && right === 'refused') {
+        // radosgw 16 matches only the bare ETag; AWS and MinIO take the quoted one.
+        right = await send('probe 5', {IfMatch: unquote(etag)});
+        if (!right.startsWith('refused')) this.etagForm = 'unquoted';
+      }
       const compareAndSwap = wrong === 'refused' && !right.startsWith('refused');
+      if (createOnly) this.multipartConditional = await this.probeMultipartCreateOnly(probeKey);
       return {createOnly, compareAndSwap, source: 'probe'};
     } finally {
       await this.client.send(new DeleteObjectsCommand({Bucket: this.settings.bucket, Delete: {Objects: [{Key: probeKey}], Quiet: true}}))
         .catch(() => undefined);
+    }
+  }
+
+  /** A one-part multipart upload onto the existing probe key, completed with If-None-Match: * — refused? */
+  private async probeMultipartCreateOnly(probeKey: string): Promise<boolean> {
+    const bucket = this.settings.bucket;
+    let uploadId: string | undefined;
+    try {
+      uploadId = (await this.client.send(new CreateMultipartUploadCommand({Bucket: bucket, Key: probeKey}))).UploadId;
+      const part = await this.client.send(new UploadPartCommand({Bucket: bucket, Key: probeKey, UploadId: uploadId, PartNumber: 1, Body: 'probe'}));
+      await this.client.send(new CompleteMultipartUploadCommand({
+        Bucket: bucket, Key: probeKey, UploadId: uploadId, IfNoneMatch: '*', MultipartUpload: {Parts: [{PartNumber: 1, ETag: part.ETag}]},
+      }));
+      uploadId = undefined;
+      return false;
+    } catch (error) {
+      if (isPreconditionFailed(error)) return true;
+      throw this.wrap(error, 'cannot probe conditional multipart uploads');
+    } finally {
+      if (uploadId) {
+        await this.client.send(new AbortMultipartUploadCommand({Bucket: bucket, Key: probeKey, UploadId: uploadId})).catch(() => undefined);
+      }
     }
   }
 
@@ -337,6 +391,19 @@ function isPreconditionFailed(error: unknown): boolean {
   const err = error as {name?: string; $metadata?: {httpStatusCode?: number}};
   // 409 ConditionalRequestConflict: AWS's answer to a conditional write racing another on the same key.
   return err?.name === 'PreconditionFailed' || err?.$metadata?.httpStatusCode === 412 || err?.name === 'ConditionalRequestConflict';
+}
+
+/** Reads `body` until `limit` bytes or its end: `rest` (the same stream, to read on) when more is coming. */
+async function readUpTo(body: Readable, limit: number): Promise<{head: Buffer; rest?: Readable}> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of body.iterator({destroyOnReturn: false})) {
+    const buffer = Buffer.isBuffer(chunk) ? chunk : Buffer.from(chunk as Uint8Array);
+    chunks.push(buffer);
+    size += buffer.length;
+    if (size > limit) return {head: Buffer.concat(chunks), rest: body};
+  }
+  return {head: Buffer.concat(chunks)};
 }
 
 function unquote(etag: string): string {
