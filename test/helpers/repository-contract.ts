@@ -33,6 +33,12 @@ export interface ContractTarget {
   enforcesConditionalWrites: boolean;
   /** The same repository for other processes (the cross-process races run the built driver from dist/). */
   config?: RepositoryConfig;
+  /**
+   * Begins an upload of `key` that never completes (local: a temp file as a dying put leaves it; S3: a
+   * multipart upload with one part), for cleanUpIncomplete(). Absent where the store cannot list them
+   * (s3rver has no ListMultipartUploads).
+   */
+  startIncompleteUpload?(key: string): Promise<void>;
 }
 
 const CAS_WRITER = fileURLToPath(new URL('./cas-writer.mjs', import.meta.url));
@@ -571,6 +577,24 @@ export function runRepositoryContract(name: string, open: () => Promise<Contract
         // They did contend (else the test proves nothing about the race).
         expect(writers.reduce((sum, writer) => sum + writer.retries, 0)).toBeGreaterThan(0);
       }, 180_000);
+
+      it('cleanUpIncomplete() aborts uploads begun before the cut-off, and only those', async (ctx) => {
+        if (!target.startIncompleteUpload) ctx.skip();
+        const key = 'cond/incomplete/backups/20261130T010000Z/base.tar.gz';
+        await repo.put('cond/incomplete/complete', Buffer.from('complete'));
+        await target.startIncompleteUpload!(key);
+        expect(await repo.stat(key)).toBeUndefined();
+        expect(await listKeys(repo, 'cond/incomplete/')).toEqual(['cond/incomplete/complete']);
+        // Begun after this cut-off: kept.
+        expect((await repo.cleanUpIncomplete(new Date(Date.now() - 3_600_000))).map((upload) => upload.key)).not.toContain(key);
+        const removed = await repo.cleanUpIncomplete(new Date(Date.now() + 60_000));
+        expect(removed.map((upload) => upload.key)).toContain(key);
+        expect(removed.find((upload) => upload.key === key)?.startedAt).toBeInstanceOf(Date);
+        // Gone: a second clean-up finds nothing of it; the complete object stays.
+        expect((await repo.cleanUpIncomplete(new Date(Date.now() + 60_000))).map((upload) => upload.key)).not.toContain(key);
+        expect(await listKeys(repo, 'cond/incomplete/')).toEqual(['cond/incomplete/complete']);
+        if (target.raw) expect((await target.raw.names()).filter((name) => name.startsWith('cond/incomplete/'))).toEqual(['cond/incomplete/complete']);
+      });
 
       it('cleanUpIncomplete() removes nothing complete', async () => {
         const before = await listKeys(repo, '');

@@ -1,9 +1,9 @@
 // The repository contract on both drivers (local dir, S3 endpoint from global-setup), checked against
 // the raw store (filesystem; the minio client), plus the S3 driver's retries through a faulty proxy.
-import {readdir, rm, stat} from 'node:fs/promises';
+import {mkdir, readdir, rm, stat, writeFile} from 'node:fs/promises';
 import {createServer, request as httpRequest, type IncomingMessage, type Server} from 'node:http';
 import type {Socket} from 'node:net';
-import {join, relative, sep} from 'node:path';
+import {dirname, join, relative, sep} from 'node:path';
 import {Readable} from 'node:stream';
 import * as Minio from 'minio';
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
@@ -12,7 +12,8 @@ import {openRepository} from '../../src/storage/open.js';
 import type {Repository} from '../../src/storage/repository.js';
 import {freePort, makeTempDir} from '../helpers/cluster.js';
 import {listKeys, readAll, runRepositoryContract, sha256, type RawView} from '../helpers/repository-contract.js';
-import {uniquePrefix, type S3TestEndpoint} from '../helpers/s3.js';
+import {CreateMultipartUploadCommand, UploadPartCommand} from '@aws-sdk/client-s3';
+import {createS3Client, uniquePrefix, type S3TestEndpoint} from '../helpers/s3.js';
 
 const MiB = 1024 * 1024;
 
@@ -55,6 +56,11 @@ runRepositoryContract('local', async () => {
     raw: localRawView(root),
     enforcesConditionalWrites: true,
     config: {url: `file://${root}`},
+    async startIncompleteUpload(key) {
+      const path = join(root, ...key.split('/'));
+      await mkdir(dirname(path), {recursive: true});
+      await writeFile(`${path}.pgbk-tmp-999999-deadbeef`, 'half written');
+    },
     async cleanup() {
       await repo.close();
       await rm(dir, {recursive: true, force: true});
@@ -134,6 +140,15 @@ runRepositoryContract('s3', async () => {
     config: {
       url: `s3://${s3.bucket}/${prefix}`, endpoint: s3.endpoint, region: s3.region, forcePathStyle: true,
       accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey,
+    },
+    startIncompleteUpload: s3.kind === 's3rver' ? undefined : async (key) => {
+      const client = createS3Client(s3);
+      try {
+        const {UploadId} = await client.send(new CreateMultipartUploadCommand({Bucket: s3.bucket, Key: `${prefix}/${key}`}));
+        await client.send(new UploadPartCommand({Bucket: s3.bucket, Key: `${prefix}/${key}`, UploadId, PartNumber: 1, Body: 'half written'}));
+      } finally {
+        client.destroy();
+      }
     },
     // Through a counting proxy: one ListObjectsV2 per page of 1000, and the first page's objects are
     // yielded before the second page is asked for.
