@@ -1,5 +1,6 @@
 import {mkdtempSync, rmSync} from 'node:fs';
 import {tmpdir} from 'node:os';
+import {hostname} from 'node:os';
 import {join} from 'node:path';
 import {afterEach, beforeEach, describe, expect, it} from 'vitest';
 import {acquireLease, isHeld, keepLeaseAlive, readLease, releaseLease, renewLease} from '../../../src/scheduler/lease.js';
@@ -143,6 +144,24 @@ describe('leases in the repository', () => {
       expect((await readLease(repo, 'backup'))?.holder).toBe('b');
     } finally {
       keeper.stop();
+    }
+  });
+
+  it('frees at once a lease whose holder on this host is gone; a live or remote holder keeps it', async () => {
+    const {spawnSync} = await import('node:child_process');
+    const deadPid = spawnSync(process.execPath, ['-e', 'process.stdout.write(String(process.pid))']).stdout.toString();
+    for (const [holder, held] of [
+      [`${hostname()}/${deadPid}/abcd`, false],
+      [`${hostname()}/${process.pid}/abcd`, true],
+      [`elsewhere.example/${deadPid}/abcd`, true],
+    ] as const) {
+      await repo.put(lockKey('backup'), Buffer.from(JSON.stringify({
+        job: 'backup', policy: 'orders', holder, token: 't', acquiredAt: new Date().toISOString(),
+        expiresAt: new Date(Date.now() + 60_000).toISOString(),
+      })));
+      const result = await acquireLease(repo, 'orders', 'backup', {...base, holder: 'b'});
+      expect(result.acquired, holder).toBe(!held);
+      if (result.acquired) await releaseLease(repo, result.lease);
     }
   });
 
