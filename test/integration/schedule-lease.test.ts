@@ -2,6 +2,7 @@
 // that loses its lease is stopped (its pg_dump too) instead of going on; a hung run is ended by
 // schedule.timeout.backup. pg_dump is made to hang by a lock the test holds on the table it dumps.
 import {mkdirSync, readdirSync, readFileSync} from 'node:fs';
+import {createServer, request as httpRequest} from 'node:http';
 import {join} from 'node:path';
 import pg from 'pg';
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
@@ -9,7 +10,8 @@ import {readLease} from '../../src/scheduler/lease.js';
 import {LocalRepository} from '../../src/storage/local/local-repository.js';
 import {lockKey} from '../../src/storage/layout.js';
 import {processAlive} from '../../src/util/process.js';
-import {chownToPostgres, waitFor} from '../helpers/cluster.js';
+import {chownToPostgres, makeTempDir, waitFor} from '../helpers/cluster.js';
+import {repositoryPolicy, uniquePrefix} from '../helpers/s3.js';
 import {setupArchiving, writePolicy, type ArchivingSetup} from '../helpers/pitr.js';
 import {SchedulerProcess} from '../helpers/scheduler.js';
 
@@ -142,5 +144,104 @@ describe('scheduler: lease loss and job timeout stop a run', () => {
       for (const scheduler of schedulers) scheduler.kill();
       await locker.query('rollback');
     }
-  }, 240_000);
+  }, 300_000);
+});
+
+/** An HTTP proxy in front of `upstream` that holds every request `delayMs` before forwarding and every answer `delayMs` before sending. */
+async function startSlowProxy(upstream: string, delayMs: number): Promise<{endpoint: string; requests: number; close(): Promise<void>}> {
+  const target = new URL(upstream);
+  const sockets = new Set<import('node:net').Socket>();
+  const state = {endpoint: '', requests: 0, close: async () => undefined as void};
+  const server = createServer((req, res) => {
+    state.requests++;
+    const body: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => body.push(chunk));
+    req.on('end', () => setTimeout(() => {
+      const headers = {...req.headers};
+      delete headers.expect;
+      const forward = httpRequest({host: target.hostname, port: target.port, method: req.method, path: req.url, headers}, (answer) => {
+        const chunks: Buffer[] = [];
+        answer.on('data', (chunk: Buffer) => chunks.push(chunk));
+        answer.on('end', () => setTimeout(() => {
+          res.writeHead(answer.statusCode ?? 502, answer.headers);
+          res.end(Buffer.concat(chunks));
+        }, delayMs));
+      });
+      forward.on('error', () => res.destroy());
+      forward.end(Buffer.concat(body));
+    }, delayMs));
+  });
+  server.on('connection', (socket) => {
+    sockets.add(socket);
+    socket.on('close', () => sockets.delete(socket));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const address = server.address();
+  state.endpoint = `http://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+  state.close = () => new Promise<void>((resolve) => {
+    for (const socket of sockets) socket.destroy();
+    server.close(() => resolve());
+  });
+  return state;
+}
+
+describe('two schedulers on a slow S3 (every request and answer held 1.1 s: a round trip beyond the 2 s settle time)', () => {
+  const s3 = inject('s3');
+  let proxy: Awaited<ReturnType<typeof startSlowProxy>>;
+  const schedulers: SchedulerProcess[] = [];
+  let dir: string;
+
+  beforeAll(async () => {
+    proxy = await startSlowProxy(s3.endpoint, 1100);
+    dir = makeTempDir('pgbk-slow-s3-');
+  });
+
+  afterAll(async () => {
+    for (const scheduler of schedulers) scheduler.kill();
+    await proxy?.close();
+  });
+
+  it('runs each tick exactly once (the store decides: compare-and-swap)', async (ctx) => {
+    // Without conditional writes (s3rver) the lease is "write, settle, read back": correct only when the store
+    // answers within the settle time, which this test breaks on purpose (README: the safe path).
+    const {openRepository} = await import('../../src/storage/open.js');
+    const prefix = uniquePrefix('slow-sched');
+    const direct = await openRepository({
+      url: `s3://${s3.bucket}/${prefix}`, endpoint: s3.endpoint, region: s3.region, forcePathStyle: true,
+      accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey,
+    });
+    const support = await direct.conditionalWrites(); // probed and recorded without the delay
+    await direct.close();
+    if (!support.compareAndSwap) ctx.skip();
+    for (const name of ['a', 'b']) {
+      const policies = join(dir, name);
+      mkdirSync(policies, {recursive: true});
+      chownToPostgres(policies);
+      writePolicy(policies, 'it', {
+        strategy: 'dump',
+        postgres: {url: 'postgresql://postgres@127.0.0.1:1/postgres'},
+        repository: {...repositoryPolicy(s3, prefix), endpoint: proxy.endpoint},
+        // expire with no retention: a few requests, no server needed; a run (lease, job, release, record) takes
+        // ~20 s through this proxy, so the ticks are 30 s apart and never find the previous run still going.
+        schedule: {expire: '*/30 * * * * *'},
+      });
+      schedulers.push(new SchedulerProcess(['--policies', policies]));
+    }
+    const [first, second] = schedulers as [SchedulerProcess, SchedulerProcess];
+    const decided = (scheduler: SchedulerProcess) => new Map(
+      [...scheduler.events('start', 'expire'), ...scheduler.events('skipped', 'expire')].map((line) => [line.tick!, line.event]));
+    await waitFor(() => [...decided(first).keys()].filter((tick) => decided(second).has(tick)).length >= 3,
+      {timeoutMs: 200_000, what: 'three ticks decided by both schedulers'}).catch((error: Error) => {
+      throw new Error(`${error.message}\n${first.describe()}\n${second.describe()}`);
+    });
+    const common = [...decided(first).keys()].filter((tick) => decided(second).has(tick));
+    for (const tick of common) {
+      const runs = [decided(first).get(tick), decided(second).get(tick)].filter((event) => event === 'start');
+      expect(runs, `runs of ${tick}\n${first.describe()}\n${second.describe()}`).toHaveLength(1);
+    }
+    // Each of them skipped the ticks the other ran (lost race, held, or tick taken), and the requests went through the proxy.
+    const reasons = [...first.events('skipped', 'expire'), ...second.events('skipped', 'expire')].map((line) => line.reason);
+    expect(reasons.length).toBeGreaterThanOrEqual(3);
+    expect(proxy.requests).toBeGreaterThan(10);
+  }, 300_000);
 });
