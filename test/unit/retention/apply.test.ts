@@ -18,7 +18,14 @@ class MemoryRepository implements Repository {
   async get(): Promise<Readable> { return Readable.from([]); }
   async getVersioned(): Promise<{body: Buffer; version: string}> { throw new Error('not used'); }
   async conditionalWrites(): Promise<ConditionalWriteSupport> { return {createOnly: true, compareAndSwap: true, source: 'driver'}; }
-  async cleanUpIncomplete(): Promise<IncompleteUpload[]> { return []; }
+  readonly cleanUpCalls: Date[] = [];
+  incomplete: IncompleteUpload[] = [];
+  async cleanUpIncomplete(olderThan: Date): Promise<IncompleteUpload[]> {
+    this.cleanUpCalls.push(olderThan);
+    const gone = this.incomplete.filter((upload) => upload.startedAt < olderThan);
+    this.incomplete = this.incomplete.filter((upload) => upload.startedAt >= olderThan);
+    return gone;
+  }
   async stat(key: string) { return this.objects.get(key); }
   async *list(prefix: string): AsyncIterable<StoredObject> {
     for (const key of [...this.objects.keys()].sort()) if (key.startsWith(prefix) && this.objects.has(key)) yield this.objects.get(key)!;
@@ -104,6 +111,21 @@ describe('applyExpire', () => {
     expect(left).not.toContain(walObjectKey(seg(9), sha));
     expect(left).toContain('backups/20260104T000000Z/base.tar.gz'); // being written: never touched
     expect(left.filter((key) => key.startsWith('backups/20260101'))).toEqual([]);
+  });
+
+  it('aborts incomplete uploads begun more than a day ago (not in a dry run)', async () => {
+    const {repo, catalog} = fixture();
+    const now = new Date('2026-01-05T00:00:00Z');
+    const old = {key: 'backups/20260103T000000Z/base.tar.gz', startedAt: new Date('2026-01-03T23:00:00Z')};
+    const recent = {key: 'wal/00000001/0000000100000000/000000010000000000000020-x.gz', startedAt: new Date('2026-01-04T12:00:00Z')};
+    repo.incomplete = [old, recent];
+    const plan = planExpire(catalog, {backups: 2}, now);
+    expect((await applyExpire(plan, repo, {dryRun: true, now})).incompleteUploads).toEqual([]);
+    expect(repo.cleanUpCalls).toEqual([]);
+    const outcome = await applyExpire(plan, repo, {now});
+    expect(repo.cleanUpCalls).toEqual([new Date('2026-01-04T00:00:00Z')]);
+    expect(outcome.incompleteUploads).toEqual([old]);
+    expect(repo.incomplete).toEqual([recent]);
   });
 
   it('with no retention set removes nothing at all', async () => {
