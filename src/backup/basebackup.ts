@@ -11,6 +11,7 @@ import {nextXid, serverInfo, type ServerInfo} from '../pg/queries.js';
 import {spawnPg, toolError} from '../pg/run.js';
 import {backupObjectKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
+import {assertSameSystem, type RepositoryIdentity} from '../identity/identity.js';
 import {createProgress} from '../util/progress.js';
 import {findArchived} from '../wal/archive.js';
 import {formatLsn, type Lsn} from '../wal/lsn.js';
@@ -28,6 +29,8 @@ export interface BackupDeps {
   repo: Repository;
   now: () => Date;
   cancelSignal?: AbortSignal;
+  /** The repository's identity: a server of another database system is refused before anything is written. */
+  identity?: RepositoryIdentity;
   /** How long to wait for the backup's last WAL segment to reach the archive. */
   walWaitMs?: number;
 }
@@ -55,6 +58,7 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     return info;
   });
 
+  if (deps.identity) assertSameSystem(deps.identity, server.systemId, 'the backup source', repo);
   const id = await newBackupId(repo, started);
   const watcher = new TarWatcher(new Set(['backup_label', 'backup_manifest']));
   const progress = createProgress(`backup ${id}`);

@@ -8,6 +8,7 @@ import {serverInfo} from '../pg/queries.js';
 import {spawnPg, toolError} from '../pg/run.js';
 import {backupObjectKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
+import {assertSameSystem, type RepositoryIdentity} from '../identity/identity.js';
 import {ChecksumVerifier} from '../util/streams.js';
 import {createProgress} from '../util/progress.js';
 import {newBackupId} from './id.js';
@@ -18,6 +19,8 @@ export interface DumpDeps {
   repo: Repository;
   now: () => Date;
   cancelSignal?: AbortSignal;
+  /** The repository's identity: a server of another database system is refused before anything is written. */
+  identity?: RepositoryIdentity;
 }
 
 export async function runDump(deps: DumpDeps): Promise<BackupManifest> {
@@ -28,6 +31,7 @@ export async function runDump(deps: DumpDeps): Promise<BackupManifest> {
     const {rows} = await client.query('select current_database() as db');
     return {server: await serverInfo(client), database: rows[0].db as string};
   });
+  if (deps.identity) assertSameSystem(deps.identity, server.systemId, 'the database to dump', repo);
   const id = await newBackupId(repo, started);
   const key = backupObjectKey(id, 'dump.pgdump');
   const tables = policy.dump.tables.flatMap((table) => ['--table', table]);

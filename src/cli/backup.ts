@@ -9,9 +9,11 @@ export function registerBackupCommand(program: Command, io: Io, globals: () => G
     .description("take a backup now, of the policy strategy's kind; prints the backup id")
     .action(async () => {
       await withContext(globals(), io, async ({policy, repo}) => {
+        const {identityForBackup} = await import('../identity/init.js');
+        const identity = await identityForBackup(policy, repo, io.now());
         const manifest = policy.strategy === 'dump'
-          ? await (await import('../backup/dump.js')).runDump({policy, repo, now: io.now})
-          : await (await import('../backup/basebackup.js')).runBaseBackup({policy, repo, now: io.now});
+          ? await (await import('../backup/dump.js')).runDump({policy, repo, now: io.now, identity})
+          : await (await import('../backup/basebackup.js')).runBaseBackup({policy, repo, now: io.now, identity});
         if (globals().json) {
           printJson(io, manifest);
           return;

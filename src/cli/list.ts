@@ -1,7 +1,7 @@
 // pgbk list: backups and the recoverable window.
 
 import type {Command} from 'commander';
-import {readCatalog, type BackupManifest} from '../backup/manifest.js';
+import {readCatalog, catalogScopeOf, type BackupManifest} from '../backup/manifest.js';
 import type {RecoverableWindow} from '../restore/window.js';
 import {formatBytes} from '../util/progress.js';
 import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
@@ -11,7 +11,7 @@ export function registerListCommand(program: Command, io: Io, globals: () => Glo
     .description('backups (id, kind, start/stop time and LSN, timeline, size) and the recoverable window')
     .action(async () => {
       await withContext(globals(), io, async ({policy, repo}) => {
-        const catalog = await readCatalog(repo, (key, error) => io.stderr.write(`pgbk: warning: skipping ${key}: ${error.message}\n`));
+        const catalog = await readCatalog(repo, (key, error) => io.stderr.write(`pgbk: warning: skipping ${key}: ${error.message}\n`), catalogScopeOf(policy));
         const {computeWindow} = await import('../restore/window.js');
         const window = policy.strategy === 'dump'
           ? undefined

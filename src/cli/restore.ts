@@ -2,7 +2,7 @@
 
 import {Command, Option} from 'commander';
 import {NothingToRestoreError, TargetError, UsageError} from '../errors.js';
-import {readCatalog} from '../backup/manifest.js';
+import {readCatalog, catalogScopeOf} from '../backup/manifest.js';
 import {planRestore, type RestorePlan} from '../restore/plan.js';
 import {describeTarget, parseTarget, targetToJson, type TargetOptions} from '../restore/target.js';
 import {formatBytes} from '../util/progress.js';
@@ -134,7 +134,7 @@ async function restoreDumpCommand(options: RestoreOptions, target: ReturnType<ty
   if (target.kind !== 'latest' && target.kind !== 'time') {
     throw new TargetError(`a dump can be restored by time only, not to ${describeTarget(target)}`, 'use --target-time or --latest');
   }
-  const dumps = (await readCatalog(repo)).filter((backup) => backup.kind === 'dump');
+  const dumps = (await readCatalog(repo, undefined, catalogScopeOf(policy))).filter((backup) => backup.kind === 'dump');
   if (dumps.length === 0) throw new NothingToRestoreError('the repository holds no dump', 'take one with "pgbk backup"');
   const chosen = options.backup
     ? dumps.find((dump) => dump.id === options.backup)

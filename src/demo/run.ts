@@ -75,6 +75,8 @@ export async function runDemo(io: Io, keep: boolean): Promise<void> {
     await writeFile(join(dataDir, 'postgresql.conf'), `${await readFile(join(dataDir, 'postgresql.conf'), 'utf8')}\n${conf.join('\n')}`);
     await asOwner(join(binDir, 'pg_ctl'), ['-D', dataDir, '-l', join(base, 'server.log'), '-w', 'start'], {env: {AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true'}});
     started.push(dataDir);
+    say('\n   the repository learns which cluster it belongs to:');
+    await runPgbk(['init']);
     const pg = (await import('pg')).default;
     const db = new pg.Client({connectionString: url});
     await db.connect();

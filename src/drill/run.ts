@@ -5,7 +5,7 @@ import {createHash} from 'node:crypto';
 import {readFile} from 'node:fs/promises';
 import type {Client} from 'pg';
 import {PgbkError, TargetError} from '../errors.js';
-import {readCatalog, type BackupManifest} from '../backup/manifest.js';
+import {readCatalog, catalogScopeOf, type BackupManifest} from '../backup/manifest.js';
 import type {Policy} from '../policy/types.js';
 import {redactUrl, splitPassword, withDatabase} from '../pg/conninfo.js';
 import {planRestore, type RestorePlan} from '../restore/plan.js';
@@ -333,7 +333,7 @@ function round(value: number): number {
 async function drillDump(drill: Drill): Promise<void> {
   const {policy, repo, progress} = drill.options;
   const {report} = drill;
-  const dumps = (await readCatalog(repo)).filter((backup) => backup.kind === 'dump');
+  const dumps = (await readCatalog(repo, undefined, catalogScopeOf(policy))).filter((backup) => backup.kind === 'dump');
   if (dumps.length === 0) {
     const {NothingToRestoreError} = await import('../errors.js');
     throw new NothingToRestoreError('the repository holds no dump', 'take one with "pgbk backup"');

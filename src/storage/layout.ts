@@ -1,5 +1,6 @@
 // Key names inside a repository: the one place that knows where things live.
 //
+//   identity.json                            the repository's identity: the database system it belongs to
 //   wal/<timeline>/<timeline+log>/<walfile>-<sha256>.gz   archived WAL: segments, .partial and .backup files,
 //                                            at most 256 segments a folder; the SHA-256 of the uncompressed
 //                                            file is part of the name
@@ -10,6 +11,7 @@
 
 import {isWalFileName} from '../wal/name.js';
 
+export const IDENTITY_KEY = 'identity.json';
 export const WAL_PREFIX = 'wal/';
 export const BACKUP_PREFIX = 'backups/';
 export const MANIFEST_NAME = 'manifest.json';

@@ -21,6 +21,11 @@ export interface PutOptions {
   onProgress?: (bytes: number) => void;
 }
 
+export interface ListOptions {
+  /** Only keys that sort after this one (S3 StartAfter). */
+  startAfter?: string;
+}
+
 export interface Repository {
   /** Where this repository is, for messages (never holds a secret). */
   readonly description: string;
@@ -34,10 +39,16 @@ export interface Repository {
   get(key: string): Promise<Readable>;
   /** Size and time of `key`, or undefined when it does not exist. */
   stat(key: string): Promise<StoredObject | undefined>;
-  /** Every object whose key starts with `prefix`, in key order, fetched page by page. */
-  list(prefix: string): AsyncIterable<StoredObject>;
+  /** Every object whose key starts with `prefix` (and sorts after `startAfter`), in key order, fetched page by page. */
+  list(prefix: string, options?: ListOptions): AsyncIterable<StoredObject>;
   /** Removes the keys; a missing key is not an error. */
   remove(keys: Iterable<string>): Promise<void>;
+  /**
+   * Makes the repository's root exist, for `pgbk init` only: local, creates the root directory when its parent
+   * exists (never a chain of directories: a missing mount must not be papered over); S3, checks the bucket.
+   * Every other method fails with RepositoryError when the root is missing, and never creates it.
+   */
+  create(): Promise<void>;
   /** Releases connections (S3 sockets) so the process can exit promptly. */
   close(): Promise<void>;
 }

@@ -2,6 +2,8 @@
 
 import {parseWalObjectKey, walFilePrefix, WAL_PREFIX, walTimelineKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
+import {createGunzip} from 'node:zlib';
+import {LONG_PAGE_HEADER_BYTES} from './page-header.js';
 
 export interface ArchivedWalFile {
   walFile: string;
@@ -29,4 +31,26 @@ export async function* listArchived(repo: Repository, timelineHex8?: string): As
     const parsed = parseWalObjectKey(object.key);
     if (parsed) yield {walFile: parsed.walFile, sha256: parsed.sha256, key: object.key, sizeBytes: object.sizeBytes, modified: object.modified};
   }
+}
+
+/**
+ * The first `bytes` bytes of an archived WAL file, uncompressed (enough for its long page header), reading only as
+ * much of the object as that takes.
+ */
+export async function readArchivedHead(repo: Repository, copy: ArchivedWalFile, bytes = LONG_PAGE_HEADER_BYTES): Promise<Buffer> {
+  const body = await repo.get(copy.key);
+  const source = parseWalObjectKey(copy.key)?.compression === 'none' ? body : body.pipe(createGunzip());
+  const chunks: Buffer[] = [];
+  let length = 0;
+  try {
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      length += chunk.length;
+      if (length >= bytes) break;
+    }
+  } finally {
+    body.destroy();
+    source.destroy();
+  }
+  return Buffer.concat(chunks).subarray(0, bytes);
 }

@@ -30,22 +30,36 @@ export function pushedDirOf(cwd: string): string | undefined {
   return existsSync(join(cwd, 'PG_VERSION')) && existsSync(join(cwd, 'pg_wal', 'archive_status')) ? join(cwd, PUSHED_DIR) : undefined;
 }
 
-function markerText(sha256: string, policyFile: string): string {
-  return `${sha256}\n${policyFile}\n`;
+/** Which repository a marker vouches for: the repository's id and where it is (URL and endpoint). */
+export interface MarkerBinding {
+  repositoryId: string;
+  location: string;
+}
+
+/** The location part of a binding: the policy's repository URL and endpoint, as configured. */
+export function repositoryLocation(config: {url: string; endpoint?: string}): string {
+  return config.endpoint ? `${config.url} at ${config.endpoint}` : config.url;
+}
+
+function markerText(sha256: string, binding: MarkerBinding): string {
+  return `${sha256}\n${binding.repositoryId}\n${binding.location}\n`;
 }
 
 /**
- * True when the background pusher already archived this very file (same SHA-256, same policy file); the marker
- * is consumed. A marker that does not match is removed, and the caller archives the file itself.
+ * True when the background pusher already archived this very file (same SHA-256) into this very repository (same
+ * location; same repository id when `repositoryId` is given); the marker is consumed. A marker that does not match
+ * is removed, and the caller archives the file itself.
  */
-export async function takePushedMarker(dir: string, walPath: string, walFile: string, policyFile: string): Promise<boolean> {
+export async function takePushedMarker(dir: string, walPath: string, walFile: string, location: string, repositoryId?: () => Promise<string>): Promise<boolean> {
   const marker = join(dir, walFile);
   const text = await readFile(marker, 'utf8').catch(() => undefined);
   if (text === undefined) return false;
   let matches = false;
   try {
+    const [sha256, markedId, markedLocation] = text.split('\n');
     const data = await readFile(walPath);
-    matches = text === markerText(createHash('sha256').update(data).digest('hex'), policyFile);
+    matches = sha256 === createHash('sha256').update(data).digest('hex') && markedLocation === location &&
+      (repositoryId === undefined || markedId === (await repositoryId()));
   } catch {
     matches = false;
   }
@@ -80,7 +94,7 @@ export function spawnPusher(argv: {execPath: string; script: string; policyArgs:
  * The background pusher: archives .ready segments `parallel` at a time and marks each once durable. Stops when
  * the backlog is empty, after `max` segments, or at the first failure (archive_command then reports it).
  */
-export async function runPusher(repo: Repository, cwd: string, after: string, policyFile: string, options: PushOptions, settings = DEFAULT_PUSH_AHEAD): Promise<number> {
+export async function runPusher(repo: Repository, cwd: string, after: string, binding: MarkerBinding, options: PushOptions, settings = DEFAULT_PUSH_AHEAD): Promise<number> {
   const dir = join(cwd, PUSHED_DIR);
   await mkdir(dir, {recursive: true, mode: 0o700});
   const lock = join(dir, LOCK_NAME);
@@ -96,7 +110,7 @@ export async function runPusher(repo: Repository, cwd: string, after: string, po
         try {
           const result = await pushWalFile(repo, join(cwd, 'pg_wal', walFile), options);
           const temp = join(dir, `.${walFile}.tmp`);
-          await writeFile(temp, markerText(result.sha256, policyFile));
+          await writeFile(temp, markerText(result.sha256, binding));
           await rename(temp, join(dir, walFile));
           pushed++;
         } catch {

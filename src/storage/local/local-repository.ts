@@ -2,24 +2,67 @@
 
 import {createWriteStream} from 'node:fs';
 import {mkdir, open, readdir, rename, rm, stat, unlink} from 'node:fs/promises';
+import {existsSync, statSync} from 'node:fs';
 import {dirname, join} from 'node:path';
 import type {Readable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import {randomBytes} from 'node:crypto';
 import {ObjectNotFoundError, RepositoryError, AssertError} from '../../errors.js';
 import {HashCounter, sha256Hex} from '../../util/streams.js';
-import type {PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
+import type {ListOptions, PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
 
 const TEMP_MARK = '.pgbk-tmp-';
 
 export class LocalRepository implements Repository {
   readonly description: string;
 
+  private rootChecked = false;
+
   constructor(private readonly root: string) {
     this.description = `file://${root}`;
   }
 
+  /**
+   * The root must exist: a repository on a mount that is missing would otherwise be re-created on the root file
+   * system, swallow WAL there, and look empty once the mount is back. Checked once per instance.
+   */
+  private checkRoot(): void {
+    if (this.rootChecked) return;
+    let info;
+    try {
+      info = statSync(this.root);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') {
+        throw new RepositoryError(
+          `repository directory ${this.root} does not exist (not mounted?)`,
+          `pgbk never creates it implicitly; mount the backup volume, or run "pgbk init" to create the repository (its parent ${dirname(this.root)} must exist)`,
+        );
+      }
+      throw wrapFsError(error, `cannot use repository directory ${this.root}`);
+    }
+    if (!info.isDirectory()) throw new RepositoryError(`repository path ${this.root} is not a directory`);
+    this.rootChecked = true;
+  }
+
+  async create(): Promise<void> {
+    if (existsSync(this.root)) return this.checkRoot();
+    const parent = dirname(this.root);
+    if (!existsSync(parent)) {
+      throw new RepositoryError(
+        `cannot create repository directory ${this.root}: its parent ${parent} does not exist (not mounted?)`,
+        `create ${parent} (or mount the backup volume there) first; pgbk creates only the last directory`,
+      );
+    }
+    await mkdir(this.root, {mode: 0o750}).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw wrapFsError(error, `cannot create repository directory ${this.root}`);
+    });
+    await syncPath(parent, 'r').catch(() => undefined);
+    this.checkRoot();
+  }
+
   private pathOf(key: string): string {
+    this.checkRoot();
     if (key.startsWith('/') || key.split('/').some((part) => part === '..' || part === '.')) {
       throw new AssertError(`internal error: unsafe repository key "${key}"`);
     }
@@ -86,18 +129,18 @@ export class LocalRepository implements Repository {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<StoredObject> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<StoredObject> {
     // The prefix may end inside a name ("wal/00000001/0000000100000000/000000010000000000000003-").
     const slash = prefix.lastIndexOf('/');
     const dirKey = slash >= 0 ? prefix.slice(0, slash + 1) : '';
     const namePrefix = prefix.slice(slash + 1);
-    yield* this.walk(dirKey, namePrefix);
+    yield* this.walk(dirKey, namePrefix, options.startAfter ?? '');
   }
 
-  private async *walk(dirKey: string, namePrefix: string): AsyncIterable<StoredObject> {
+  private async *walk(dirKey: string, namePrefix: string, startAfter: string): AsyncIterable<StoredObject> {
     let entries;
     try {
-      entries = await readdir(dirKey ? this.pathOf(dirKey.slice(0, -1)) : this.root, {withFileTypes: true});
+      entries = await readdir(dirKey ? this.pathOf(dirKey.slice(0, -1)) : (this.checkRoot(), this.root), {withFileTypes: true});
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return;
       throw wrapFsError(error, `cannot list ${dirKey || '/'} in ${this.description}`);
@@ -108,10 +151,13 @@ export class LocalRepository implements Repository {
       .map((entry) => (entry.isDirectory() ? `${entry.name}/` : entry.name))
       .sort();
     for (const name of names) {
+      const key = `${dirKey}${name}`;
       if (name.endsWith('/')) {
-        yield* this.walk(`${dirKey}${name}`, '');
+        // A folder before startAfter can hold nothing after it, unless startAfter lies inside it.
+        if (key < startAfter && !startAfter.startsWith(key)) continue;
+        yield* this.walk(key, '', startAfter);
       } else {
-        const key = `${dirKey}${name}`;
+        if (key <= startAfter) continue;
         const info = await this.stat(key);
         if (info) yield info;
       }
@@ -151,7 +197,7 @@ async function syncPath(path: string, flags: string): Promise<void> {
 }
 
 function wrapFsError(error: unknown, message: string): Error {
-  if (error instanceof ObjectNotFoundError || error instanceof AssertError) return error;
+  if (error instanceof ObjectNotFoundError || error instanceof AssertError || error instanceof RepositoryError) return error;
   const err = error as NodeJS.ErrnoException;
   const hint = err.code === 'EACCES' || err.code === 'EPERM'
     ? 'the repository directory must be writable by the user running pgbk (for archive_command: the postgres OS user)'

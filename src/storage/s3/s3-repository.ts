@@ -5,6 +5,7 @@ import {Readable} from 'node:stream';
 import {createHash} from 'node:crypto';
 import {
   DeleteObjectsCommand,
+  HeadBucketCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -15,7 +16,7 @@ import {
 import {Upload} from '@aws-sdk/lib-storage';
 import {ObjectNotFoundError, RepositoryError} from '../../errors.js';
 import {HashCounter} from '../../util/streams.js';
-import type {PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
+import type {ListOptions, PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
 
 export interface S3Settings {
   bucket: string;
@@ -113,13 +114,14 @@ export class S3Repository implements Repository {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<StoredObject> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<StoredObject> {
     let token: string | undefined;
     do {
       let page;
       try {
         page = await this.client.send(new ListObjectsV2Command({
           Bucket: this.settings.bucket, Prefix: this.keyOf(prefix), ContinuationToken: token,
+          StartAfter: !token && options.startAfter ? this.keyOf(options.startAfter) : undefined,
         }));
       } catch (error) {
         throw this.wrap(error, `cannot list ${prefix}`);
@@ -155,6 +157,14 @@ export class S3Repository implements Repository {
       if (batch.length === 1000) await flush();
     }
     await flush();
+  }
+
+  async create(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({Bucket: this.settings.bucket}));
+    } catch (error) {
+      throw this.wrap(error, `cannot use bucket ${this.settings.bucket}`);
+    }
   }
 
   async close(): Promise<void> {
