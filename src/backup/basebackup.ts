@@ -9,7 +9,8 @@ import {withClient} from '../pg/client.js';
 import {splitPassword} from '../pg/conninfo.js';
 import {nextXid, serverInfo, type ServerInfo} from '../pg/queries.js';
 import {spawnPg, toolError} from '../pg/run.js';
-import {backupObjectKey} from '../storage/layout.js';
+import {backupObjectKey, parseWalObjectKey} from '../storage/layout.js';
+import {codecSuffix, decompressor} from '../util/codec.js';
 import type {Repository} from '../storage/repository.js';
 import {assertSameSystem, type RepositoryIdentity} from '../identity/identity.js';
 import {createProgress} from '../util/progress.js';
@@ -68,10 +69,11 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
   ];
   if (server.inRecovery && source.primaryUrl) await prepareStandbyBackup(source.url, source.primaryUrl);
   const child = spawnPg('pg_basebackup', args, {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal});
-  const tarKey = backupObjectKey(id, 'base.tar.gz');
+  const tarName = `base.tar${codecSuffix(policy.compression.codec)}`;
+  const tarKey = backupObjectKey(id, tarName);
   let stored;
-  // Compressed on every core (independent gzip members): one zlib stream would cap a backup at one core's speed.
-  const gzip = new ParallelGzip({level: policy.backup.compressionLevel});
+  // Compressed on every core (independent gzip members or zstd frames): one stream would cap a backup at one core.
+  const gzip = new ParallelGzip({level: policy.compression.level, codec: policy.compression.codec});
   const upload = repo.put(tarKey, gzip);
   upload.catch(() => undefined); // awaited below; a failure is handled there
   // A standby archiving itself (archive_mode = always) waits in pg_backup_stop() for the primary to switch WAL.
@@ -156,7 +158,7 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     storedBytes: stored.sizeBytes,
     durationMs: finished.getTime() - started.getTime(),
     backupFrom: server.inRecovery ? 'standby' : 'primary',
-    objects: [{name: 'base.tar.gz', key: tarKey, sizeBytes: stored.sizeBytes, sha256: stored.sha256, compression: 'gzip'}],
+    objects: [{name: tarName, key: tarKey, sizeBytes: stored.sizeBytes, sha256: stored.sha256, compression: policy.compression.codec}],
   };
   await writeManifest(repo, manifest);
   return manifest;
@@ -171,9 +173,9 @@ async function waitForBackupHistory(repo: Repository, label: BackupLabel, server
   for (;;) {
     const [copy] = await findArchived(repo, name);
     if (copy) {
-      const {createGunzip} = await import('node:zlib');
-      const body = (await repo.get(copy.key)).pipe(createGunzip());
-      return parseBackupLabel(await text(body));
+      const stored = await repo.get(copy.key);
+      const decompress = decompressor(parseWalObjectKey(copy.key)?.codec ?? 'gzip');
+      return parseBackupLabel(await text(decompress ? stored.pipe(decompress) : stored));
     }
     if (Date.now() > deadline) return undefined;
     await new Promise((resolve) => setTimeout(resolve, 500));

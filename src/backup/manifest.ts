@@ -5,6 +5,7 @@ import {text} from 'node:stream/consumers';
 import {CorruptObjectError, ObjectNotFoundError, RepositoryIdentityError} from '../errors.js';
 import {BACKUP_PREFIX, manifestKey, MANIFEST_NAME} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
+import type {Codec} from '../util/codec.js';
 
 export interface BackupObject {
   /** File name inside the backup's folder. */
@@ -12,7 +13,8 @@ export interface BackupObject {
   key: string;
   sizeBytes: number;
   sha256: string;
-  compression: 'gzip' | 'none';
+  /** The codec of the stored object (base backups: zstd or gzip; dumps: none, pg_dump compresses itself). */
+  compression: Codec;
 }
 
 export interface BackupManifest {

@@ -39,7 +39,7 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
           return;
         }
         const {pushWalFile} = await import('../wal/push.js');
-        const result = await pushWalFile(repo, walPath, {compressionLevel: policy.backup.compressionLevel, identity: identityOnce()});
+        const result = await pushWalFile(repo, walPath, {compression: policy.compression, identity: identityOnce()});
         if (globals().json) printJson(io, result);
         else if (result.repaired) io.stderr.write(`pgbk: warning: the archived copy of ${result.walFile} was damaged (${result.repaired}); replaced it\n`);
         else if (result.alreadyArchived) io.stderr.write(`pgbk: warning: ${result.walFile} was already archived with the same content (read back and verified)\n`);
@@ -57,7 +57,7 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
       await withContext(globals(), io, async ({policy, repo}) => {
         const identity = await requireIdentity(repo, policy.name);
         const binding = {repositoryId: identity.repositoryId, location: repositoryLocation(policy.repository)};
-        await runPusher(repo, io.cwd, after, binding, {compressionLevel: policy.backup.compressionLevel, identity});
+        await runPusher(repo, io.cwd, after, binding, {compression: policy.compression, identity});
       });
     });
 

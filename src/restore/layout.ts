@@ -4,7 +4,7 @@ import {chown, mkdir, readdir, rm, stat, writeFile, appendFile, lstat} from 'nod
 import {join, resolve, dirname} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {pipeline} from 'node:stream/promises';
-import {createGunzip} from 'node:zlib';
+import {decompressor, isCodecDataError} from '../util/codec.js';
 import {execa} from 'execa';
 import {CorruptObjectError, DestinationError, ObjectNotFoundError, RestoreError} from '../errors.js';
 import type {Policy} from '../policy/types.js';
@@ -100,13 +100,14 @@ async function unpackObjects(repo: Repository, plan: RestorePlan, dataDir: strin
     const verifier = new ChecksumVerifier(object.sha256, object.key);
     verifier.on('data', () => progress.update(verifier.bytes));
     const tar = execa('tar', ['-x', '-f', '-', '-C', dataDir], {stdin: 'pipe', buffer: {stdout: false, stderr: true}, stdout: 'ignore'});
-    const stages = object.compression === 'gzip' ? [body, verifier, createGunzip(), tar.stdin!] : [body, verifier, tar.stdin!];
+    const decompress = decompressor(object.compression);
+    const stages = decompress ? [body, verifier, decompress, tar.stdin!] : [body, verifier, tar.stdin!];
     const [streamed, unpacked] = await Promise.allSettled([pipeline(stages as never), tar]);
     if (streamed.status === 'rejected') {
       const reason = streamed.reason as NodeJS.ErrnoException;
       if (reason instanceof CorruptObjectError) throw reason;
-      if (reason?.code === 'Z_DATA_ERROR' || reason?.code === 'Z_BUF_ERROR') {
-        throw new CorruptObjectError(`backup object ${object.key} is not valid gzip data: ${reason.message}`,
+      if (isCodecDataError(reason)) {
+        throw new CorruptObjectError(`backup object ${object.key} is not valid ${object.compression} data: ${reason.message}`,
           'the stored backup is damaged; restore from another backup (pgbk list, --backup <id>) and run pgbk verify');
       }
     }

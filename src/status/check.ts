@@ -223,6 +223,9 @@ async function identityCheck(client: import('pg').Client, repo: Repository, poli
   } catch (error) {
     return fail('identity', (error as Error).message, (error as PgbkError).hint ?? 'restore identity.json or move the repository aside and run pgbk init');
   }
+  if (!identity && policy.strategy === 'dump') {
+    return ok('identity', `${repo.description} is not initialised yet: the first backup will initialise it for database system ${serverSystem}`);
+  }
   if (!identity) {
     return fail('identity', `${repo.description} is not initialised (no identity.json); archive-push refuses to write into it`,
       `run "pgbk init --policy ${policy.name}"`);

@@ -101,6 +101,8 @@ export interface StatusFacts {
   maxLagSeconds?: number;
   /** The database system the repository belongs to (its identity), when it has one. */
   repositorySystemId?: string;
+  /** Set (to the message) when the repository has no identity yet. */
+  uninitialised?: string;
 }
 
 export type Verdict = 'met' | 'missed' | 'unknown';
@@ -159,6 +161,7 @@ export function evaluateStatus(facts: StatusFacts, now: Date): Evaluation {
   if (facts.server.reachable && facts.server.systemId && facts.repositorySystemId && facts.server.systemId !== facts.repositorySystemId) {
     problems.push(`the repository belongs to database system ${facts.repositorySystemId}, the server is ${facts.server.systemId}: another cluster's repository`);
   }
+  if (facts.uninitialised && facts.strategy !== 'dump') problems.push(facts.uninitialised);
   if (facts.gap) problems.push(gapMessage(facts.gap));
   if (facts.hole) problems.push(gapMessage(facts.hole));
 
@@ -303,8 +306,10 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
   const position = probe.position;
 
   try {
-    catalog = await readCatalog(repo, (key, error) => warnings.push(`skipped ${key}: ${error.message}`), catalogScopeOf(policy));
-    facts.repositorySystemId = (await readIdentity(repo))?.systemId;
+    const identity = await readIdentity(repo);
+    facts.repositorySystemId = identity?.systemId;
+    if (!identity) facts.uninitialised = `${repo.description} is not initialised (no identity.json): run "pgbk init --policy ${policy.name}"; archive-push refuses to write until then`;
+    catalog = identity ? await readCatalog(repo, (key, error) => warnings.push(`skipped ${key}: ${error.message}`), catalogScopeOf(policy)) : [];
     const kind = physical ? 'base' : 'dump';
     const mine = catalog.filter((backup) => backup.kind === kind);
     const last = mine.at(-1);

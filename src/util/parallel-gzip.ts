@@ -1,16 +1,16 @@
-// Gzip on every core: the input is cut into blocks compressed independently (libuv's thread pool) and written in
-// order as consecutive gzip members — one valid gzip stream (RFC 1952 allows members back to back; gunzip,
-// zcat and Node's createGunzip read them all). Memory: at most `parallelism` blocks in flight.
+// Compression on every core: the input is cut into blocks compressed independently (libuv's thread pool) and
+// written in order — for gzip as consecutive members, one valid gzip stream (RFC 1952 allows members back to back;
+// gunzip, zcat and Node's createGunzip read them all); for zstd as consecutive frames, likewise one valid zstd
+// stream (zstd -d and Node's createZstdDecompress read them all). Memory: at most `parallelism` blocks in flight.
 
 import {Transform, type TransformCallback} from 'node:stream';
-import {gzip} from 'node:zlib';
-import {promisify} from 'node:util';
 import {availableParallelism} from 'node:os';
-
-const gzipAsync = promisify(gzip);
+import {compressBlock, type Codec} from './codec.js';
 
 export interface ParallelGzipOptions {
   level: number;
+  /** Default gzip. */
+  codec?: Codec;
   blockBytes?: number;
   parallelism?: number;
 }
@@ -61,18 +61,19 @@ export class ParallelGzip extends Transform {
 
   private compress(block: Buffer): Promise<Buffer> {
     this.blocks++;
-    const promise = gzipAsync(block, {level: this.options.level});
+    const promise = compressBlock(block, {codec: this.options.codec ?? 'gzip', level: this.options.level});
     promise.catch(() => undefined); // surfaced when awaited in order
     return promise;
   }
 }
 
-/** Gzip of a buffer already in memory, in independent members compressed side by side. */
-export async function gzipBufferParallel(data: Buffer, level: number, blockBytes = 4 * 1024 * 1024): Promise<Buffer> {
-  if (data.length <= blockBytes) return gzipAsync(data, {level});
+/** A buffer already in memory, compressed in independent members/frames side by side. */
+export async function gzipBufferParallel(data: Buffer, level: number, blockBytes = 4 * 1024 * 1024, codec: Codec = 'gzip'): Promise<Buffer> {
+  const compression = {codec, level};
+  if (data.length <= blockBytes) return compressBlock(data, compression);
   const blocks: Array<Promise<Buffer>> = [];
   for (let offset = 0; offset < data.length; offset += blockBytes) {
-    blocks.push(gzipAsync(data.subarray(offset, offset + blockBytes), {level}));
+    blocks.push(compressBlock(data.subarray(offset, offset + blockBytes), compression));
   }
   return Buffer.concat(await Promise.all(blocks));
 }

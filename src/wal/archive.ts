@@ -2,8 +2,8 @@
 
 import {parseWalObjectKey, walFilePrefix, WAL_PREFIX, walTimelineKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
-import {createGunzip} from 'node:zlib';
 import {LONG_PAGE_HEADER_BYTES} from './page-header.js';
+import {decompressor} from '../util/codec.js';
 
 export interface ArchivedWalFile {
   walFile: string;
@@ -39,7 +39,8 @@ export async function* listArchived(repo: Repository, timelineHex8?: string): As
  */
 export async function readArchivedHead(repo: Repository, copy: ArchivedWalFile, bytes = LONG_PAGE_HEADER_BYTES): Promise<Buffer> {
   const body = await repo.get(copy.key);
-  const source = parseWalObjectKey(copy.key)?.compression === 'none' ? body : body.pipe(createGunzip());
+  const decompress = decompressor(parseWalObjectKey(copy.key)?.codec ?? 'gzip');
+  const source = decompress ? body.pipe(decompress) : body;
   const chunks: Buffer[] = [];
   let length = 0;
   try {

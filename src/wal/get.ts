@@ -3,11 +3,11 @@
 import {createWriteStream} from 'node:fs';
 import {open, rename, unlink} from 'node:fs/promises';
 import {pipeline} from 'node:stream/promises';
-import {createGunzip} from 'node:zlib';
 import {randomBytes} from 'node:crypto';
 import {CorruptObjectError, ForeignWalError, ObjectNotFoundError, RepositoryError, WalGapError, WalNotFoundError} from '../errors.js';
 import type {Repository} from '../storage/repository.js';
 import {ChecksumVerifier} from '../util/streams.js';
+import {decompressor, isCodecDataError} from '../util/codec.js';
 import {findArchived, type ArchivedWalFile} from './archive.js';
 import {parseWalFileName} from './name.js';
 import {parseWalObjectKey, walFilePrefix, walTimelineKey} from '../storage/layout.js';
@@ -81,11 +81,12 @@ async function laterOnTimeline(repo: Repository, walFile: string): Promise<strin
 
 async function fetchTo(repo: Repository, copy: ArchivedWalFile, destPath: string, owner?: SegmentOwner): Promise<void> {
   const temp = `${destPath}.pgbk-tmp-${randomBytes(4).toString('hex')}`;
-  const compression = parseWalObjectKey(copy.key)?.compression ?? 'gz';
+  const codec = parseWalObjectKey(copy.key)?.codec ?? 'gzip';
   try {
     const body = await repo.get(copy.key);
     const verifier = new ChecksumVerifier(copy.sha256, copy.key);
-    const stages = compression === 'gz' ? [body, createGunzip(), verifier] : [body, verifier];
+    const decompress = decompressor(codec);
+    const stages = decompress ? [body, decompress, verifier] : [body, verifier];
     await pipeline([...stages, createWriteStream(temp, {flags: 'wx', mode: 0o600})] as never);
     if (owner && /^[0-9A-F]{24}(\.partial)?$/.test(copy.walFile)) await checkOwner(temp, copy, owner, repo);
     await rename(temp, destPath);
@@ -96,9 +97,8 @@ async function fetchTo(repo: Repository, copy: ArchivedWalFile, destPath: string
       throw new RepositoryError(`${copy.key} vanished from ${repo.description} while being read`, undefined, {cause: error});
     }
     if (error instanceof CorruptObjectError || error instanceof RepositoryError || error instanceof ForeignWalError) throw error;
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR') {
-      throw new CorruptObjectError(`${copy.key} in ${repo.description} is not valid gzip data: ${(error as Error).message}`,
+    if (isCodecDataError(error)) {
+      throw new CorruptObjectError(`${copy.key} in ${repo.description} is not valid ${codec} data: ${(error as Error).message}`,
         'the stored object is corrupt; restore to an earlier point or from another repository', {cause: error});
     }
     if (isLocalFsError(error)) throw error;

@@ -4,11 +4,11 @@ import {createReadStream} from 'node:fs';
 import {open, readFile, stat} from 'node:fs/promises';
 import {basename} from 'node:path';
 import {pipeline} from 'node:stream/promises';
-import {createGunzip, createGzip} from 'node:zlib';
 import type {Readable} from 'node:stream';
 import {CorruptObjectError, PgbkError, RepositoryIdentityError, WalConflictError} from '../errors.js';
 import type {RepositoryIdentity} from '../identity/identity.js';
-import {walObjectKey} from '../storage/layout.js';
+import {parseWalObjectKey, walObjectKey} from '../storage/layout.js';
+import {compressor, decompressor, isCodecDataError, type Compression} from '../util/codec.js';
 import type {Repository} from '../storage/repository.js';
 import {ChecksumVerifier, HashCounter, sha256Hex} from '../util/streams.js';
 import {gzipBufferParallel} from '../util/parallel-gzip.js';
@@ -32,7 +32,7 @@ export interface PushResult {
 const MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
 
 export interface PushOptions {
-  compressionLevel: number;
+  compression: Compression;
   /** The repository's identity (or its pending read): segments of another database system are refused. */
   identity: RepositoryIdentity | Promise<RepositoryIdentity>;
 }
@@ -70,14 +70,16 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
     // segment size, whatever the number of segments.
     const data = await readFile(walPath);
     await checkOwner(data.subarray(0, LONG_PAGE_HEADER_BYTES));
-    const compressed = gzipBufferParallel(data, options.compressionLevel);
+    const compressed = gzipBufferParallel(data, options.compression.level, 4 * 1024 * 1024, options.compression.codec);
     sha256 = sha256Hex(data);
     body = await compressed;
   } else {
     // Very large segments (wal_segment_size up to 1 GB): checksum pass, then stream the compressed file.
     await checkOwner(await readHead(walPath));
     sha256 = await hashFile(walPath);
-    body = createReadStream(walPath, {highWaterMark: 1024 * 1024}).pipe(createGzip({level: options.compressionLevel}));
+    const stream = createReadStream(walPath, {highWaterMark: 1024 * 1024});
+    const compress = compressor(options.compression);
+    body = compress ? stream.pipe(compress) : stream;
   }
   await identity;
   const existing = await lookup.catch((error) => {
@@ -105,7 +107,7 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
       'two servers may be archiving into one repository (split brain); only one primary may archive — nothing was overwritten',
     );
   }
-  const key = walObjectKey(walFile, sha256, 'gz');
+  const key = walObjectKey(walFile, sha256, options.compression.codec);
   const stored = await repo.put(key, body);
   return {walFile, key, sha256, sizeBytes: info.size, storedBytes: stored.sizeBytes, alreadyArchived: false};
 }
@@ -114,7 +116,8 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
 export async function confirmStored(repo: Repository, copy: ArchivedWalFile): Promise<string | undefined> {
   const body = await repo.get(copy.key);
   const verifier = new ChecksumVerifier(copy.sha256, copy.key);
-  const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream> = copy.key.endsWith('.gz') ? [body, createGunzip(), verifier] : [body, verifier];
+  const decompress = decompressor(parseWalObjectKey(copy.key)?.codec ?? 'gzip');
+  const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream> = decompress ? [body, decompress, verifier] : [body, verifier];
   try {
     await pipeline([...stages, async function* (source: AsyncIterable<Buffer>) {
       for await (const _chunk of source) { /* drain */ }
@@ -123,7 +126,7 @@ export async function confirmStored(repo: Repository, copy: ArchivedWalFile): Pr
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (error instanceof CorruptObjectError) return error.message;
-    if (code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR' || code === 'ERR_STREAM_PREMATURE_CLOSE') return `not valid gzip data: ${(error as Error).message}`;
+    if (isCodecDataError(error) || code === 'ERR_STREAM_PREMATURE_CLOSE') return `not valid compressed data: ${(error as Error).message}`;
     throw error;
   }
 }
