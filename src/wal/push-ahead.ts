@@ -6,12 +6,12 @@
 
 import {spawn} from 'node:child_process';
 import {existsSync} from 'node:fs';
-import {mkdir, readdir, readFile, rename, unlink, writeFile} from 'node:fs/promises';
-import {createHash} from 'node:crypto';
+import {mkdir, readdir, readFile, rename, stat, unlink, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import type {Repository} from '../storage/repository.js';
 import {acquirePidLock, lockHolderAlive, releasePidLock} from '../util/pid-lock.js';
-import {pushWalFile, type PushOptions} from './push.js';
+import {fileFingerprint, pushWalFile, type PushOptions} from './push.js';
+import {findArchivedMany} from './archive.js';
 
 export const PUSHED_DIR = join('pg_wal', 'pgbk-spool', 'pushed');
 const LOCK_NAME = '.pusher.lock';
@@ -41,8 +41,8 @@ export function repositoryLocation(config: {url: string; endpoint?: string}): st
   return config.endpoint ? `${config.url} at ${config.endpoint}` : config.url;
 }
 
-function markerText(sha256: string, binding: MarkerBinding): string {
-  return `${sha256}\n${binding.repositoryId}\n${binding.location}\n`;
+function markerText(sha256: string, binding: MarkerBinding, fingerprint: string): string {
+  return `${sha256}\n${binding.repositoryId}\n${binding.location}\n${fingerprint}\n`;
 }
 
 /**
@@ -56,10 +56,11 @@ export async function takePushedMarker(dir: string, walPath: string, walFile: st
   if (text === undefined) return false;
   let matches = false;
   try {
-    const [sha256, markedId, markedLocation] = text.split('\n');
-    const data = await readFile(walPath);
-    matches = sha256 === createHash('sha256').update(data).digest('hex') && markedLocation === location &&
-      (repositoryId === undefined || markedId === (await repositoryId()));
+    const [sha256, markedId, markedLocation, fingerprint] = text.split('\n');
+    // The very file the pusher read and stored (same device, inode, size and mtime): a completed segment does not
+    // change while it waits for archive_command, so there is nothing to re-read or re-hash.
+    matches = Boolean(sha256 && fingerprint) && fingerprint === fileFingerprint(await stat(walPath, {bigint: true})) &&
+      markedLocation === location && (repositoryId === undefined || markedId === (await repositoryId()));
   } catch {
     matches = false;
   }
@@ -106,11 +107,13 @@ export async function runPusher(repo: Repository, cwd: string, after: string, bi
     while (!failed && pushed < settings.max) {
       const backlog = (await readyBacklog(cwd, after)).slice(0, settings.parallel);
       if (backlog.length === 0) break;
+      // One listing for the batch (its one or two folders) instead of one per segment.
+      const existing = await findArchivedMany(repo, backlog).catch(() => undefined);
       await Promise.all(backlog.map(async (walFile) => {
         try {
-          const result = await pushWalFile(repo, join(cwd, 'pg_wal', walFile), options);
+          const result = await pushWalFile(repo, join(cwd, 'pg_wal', walFile), {...options, existing: existing?.get(walFile)});
           const temp = join(dir, `.${walFile}.tmp`);
-          await writeFile(temp, markerText(result.sha256, binding));
+          await writeFile(temp, markerText(result.sha256, binding, result.fingerprint));
           await rename(temp, join(dir, walFile));
           pushed++;
         } catch {

@@ -26,6 +26,13 @@ export interface PushResult {
   alreadyArchived: boolean;
   /** Set when a stored copy with this content was found damaged and has been replaced: what was wrong. */
   repaired?: string;
+  /** The file as it was read (device, inode, size, mtime in ns): tells a later caller it is the very same file. */
+  fingerprint: string;
+}
+
+/** Device, inode, size and modification time (ns) of a file: the same string means the same, unchanged file. */
+export function fileFingerprint(info: {dev: bigint; ino: bigint; size: bigint; mtimeNs: bigint}): string {
+  return `${info.dev}:${info.ino}:${info.size}:${info.mtimeNs}`;
 }
 
 /** Files up to this size are read into memory once; larger ones stream (two passes). */
@@ -35,6 +42,8 @@ export interface PushOptions {
   compression: Compression;
   /** The repository's identity (or its pending read): segments of another database system are refused. */
   identity: RepositoryIdentity | Promise<RepositoryIdentity>;
+  /** The stored copies of this file when the caller has just listed them (the pusher lists a batch at once). */
+  existing?: ArchivedWalFile[];
 }
 
 /**
@@ -44,13 +53,15 @@ export interface PushOptions {
 export async function pushWalFile(repo: Repository, walPath: string, options: PushOptions): Promise<PushResult> {
   const walFile = basename(walPath);
   const name = parseWalFileName(walFile);
-  const info = await stat(walPath).catch((error: NodeJS.ErrnoException) => {
+  const stats = await stat(walPath, {bigint: true}).catch((error: NodeJS.ErrnoException) => {
     throw new WalFileUnreadableError(`cannot read WAL file ${walPath}: ${error.code ?? error.message}`);
   });
+  const info = {size: Number(stats.size)};
+  const fingerprint = fileFingerprint(stats);
   const identity = Promise.resolve(options.identity);
   identity.catch(() => undefined);
   // Look for an archived copy while the file is read, checked and compressed.
-  const lookup = findArchived(repo, walFile);
+  const lookup = options.existing ? Promise.resolve(options.existing) : findArchived(repo, walFile);
   lookup.catch(() => undefined);
   const checkOwner = async (head: Buffer) => {
     if (name.kind !== 'segment' && name.kind !== 'partial') return;
@@ -93,12 +104,12 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
     const damage = await confirmStored(repo, same);
     if (!damage) {
       if (!Buffer.isBuffer(body)) body.destroy();
-      return {walFile, key: same.key, sha256, sizeBytes: info.size, storedBytes: same.sizeBytes, alreadyArchived: true};
+      return {walFile, key: same.key, sha256, sizeBytes: info.size, storedBytes: same.sizeBytes, alreadyArchived: true, fingerprint};
     }
     const stored = await repo.put(same.key, body);
     const after = await confirmStored(repo, {...same, sizeBytes: stored.sizeBytes});
     if (after) throw new CorruptObjectError(`${same.key} in ${repo.description} still reads back damaged after replacing it: ${after}`);
-    return {walFile, key: same.key, sha256, sizeBytes: info.size, storedBytes: stored.sizeBytes, alreadyArchived: false, repaired: damage};
+    return {walFile, key: same.key, sha256, sizeBytes: info.size, storedBytes: stored.sizeBytes, alreadyArchived: false, repaired: damage, fingerprint};
   }
   if (existing.length > 0) {
     if (!Buffer.isBuffer(body)) body.destroy();
@@ -109,7 +120,7 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
   }
   const key = walObjectKey(walFile, sha256, options.compression.codec);
   const stored = await repo.put(key, body);
-  return {walFile, key, sha256, sizeBytes: info.size, storedBytes: stored.sizeBytes, alreadyArchived: false};
+  return {walFile, key, sha256, sizeBytes: info.size, storedBytes: stored.sizeBytes, alreadyArchived: false, fingerprint};
 }
 
 /** Why the stored copy does not read back to its checksum, or undefined when it does. Repository errors propagate. */

@@ -4,7 +4,9 @@
 import {randomBytes} from 'node:crypto';
 import {existsSync, readFileSync, writeFileSync, readdirSync, statSync} from 'node:fs';
 import {join} from 'node:path';
-import {gzipSync} from 'node:zlib';
+import zlib, {gzipSync} from 'node:zlib';
+
+const zstdCompressSync = (data: Buffer): Buffer => (zlib as unknown as {zstdCompressSync(data: Buffer): Buffer}).zstdCompressSync(data);
 import {PutObjectCommand, ListObjectsV2Command} from '@aws-sdk/client-s3';
 import {beforeAll, describe, expect, inject, it} from 'vitest';
 import {chownToPostgres, createCluster, makeTempDir, freePort, pgBinDir} from '../helpers/cluster.js';
@@ -49,11 +51,13 @@ describe.each(['local', 's3'] as const)('archive-push and archive-get (%s reposi
   });
 
   /** Replaces the stored object of `name` with `body` (as a disk fault or a buggy tool would). */
-  async function tamper(name: string, body: Buffer): Promise<void> {
+  async function tamper(name: string, body: Buffer | ((key: string) => Buffer)): Promise<void> {
+    // Valid data of the stored object's own codec, when a function: only the checksum can tell.
+    const bytes = (key: string) => (typeof body === 'function' ? body(key) : body);
     if (kind === 'local') {
       const files = readdirSync(repoDir!, {recursive: true}).map(String).filter((file) => file.includes(`${name}-`));
       expect(files).toHaveLength(1);
-      writeFileSync(join(repoDir!, files[0]!), body);
+      writeFileSync(join(repoDir!, files[0]!), bytes(files[0]!));
       return;
     }
     const s3 = inject('s3');
@@ -62,7 +66,7 @@ describe.each(['local', 's3'] as const)('archive-push and archive-get (%s reposi
     const listed = await client.send(new ListObjectsV2Command({Bucket: s3.bucket, Prefix: `${prefix}/wal/`}));
     const key = (listed.Contents ?? []).map((object) => object.Key!).find((k) => k.includes(`${name}-`));
     expect(key).toBeDefined();
-    await client.send(new PutObjectCommand({Bucket: s3.bucket, Key: key, Body: body}));
+    await client.send(new PutObjectCommand({Bucket: s3.bucket, Key: key, Body: bytes(key!)}));
     client.destroy();
   }
 
@@ -127,8 +131,8 @@ describe.each(['local', 's3'] as const)('archive-push and archive-get (%s reposi
   it('never hands over a corrupt segment: exit 126 aborts recovery, a standby gets 1', async () => {
     const path = walFile(dir, '000000010000000000000045', randomBytes(SEGMENT));
     expect((await pgbk(['archive-push', path])).exitCode).toBe(0);
-    // Valid gzip of other bytes: only the checksum can tell.
-    await tamper('000000010000000000000045', gzipSync(randomBytes(SEGMENT)));
+    // Valid compressed data (the object's own codec) of other bytes: only the checksum can tell.
+    await tamper('000000010000000000000045', (key) => (key.endsWith('.zst') ? zstdCompressSync(randomBytes(SEGMENT)) : gzipSync(randomBytes(SEGMENT))));
     const dest = join(dir, 'corrupt');
     const result = await pgbk(['archive-get', '000000010000000000000045', dest]);
     expect(result.exitCode).toBe(126);
