@@ -20,7 +20,7 @@ import {segmentName, segmentNameForLsn, lsnToSegmentNumber} from '../wal/name.js
 import {parseBackupLabel, parseManifestWalRanges, type BackupLabel} from './label.js';
 import {writeManifest, type BackupManifest} from './manifest.js';
 import {TarWatcher} from './tar-watch.js';
-import {ParallelGzip} from '../util/parallel-gzip.js';
+import {parallelCompressor} from '../util/parallel-gzip.js';
 import {newBackupId} from './id.js';
 import {resolveBackupSource} from './source.js';
 import {closeStopSegment, prepareStandbyBackup, primaryArchiveMode, watchStandbyBackupStop} from '../replica/backup.js';
@@ -72,8 +72,8 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
   const tarName = `base.tar${codecSuffix(policy.compression.codec)}`;
   const tarKey = backupObjectKey(id, tarName);
   let stored;
-  // Compressed on every core (independent gzip members or zstd frames): one stream would cap a backup at one core.
-  const gzip = new ParallelGzip({level: policy.compression.level, codec: policy.compression.codec});
+  // Compressed on every core (gzip members side by side, or zstd's worker threads): one stream would cap a backup at one core.
+  const gzip = parallelCompressor(policy.compression);
   const upload = repo.put(tarKey, gzip);
   upload.catch(() => undefined); // awaited below; a failure is handled there
   // A standby archiving itself (archive_mode = always) waits in pg_backup_stop() for the primary to switch WAL.

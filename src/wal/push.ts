@@ -11,7 +11,7 @@ import {parseWalObjectKey, walObjectKey} from '../storage/layout.js';
 import {compressor, decompressor, isCodecDataError, type Compression} from '../util/codec.js';
 import type {Repository} from '../storage/repository.js';
 import {ChecksumVerifier, HashCounter, sha256Hex} from '../util/streams.js';
-import {gzipBufferParallel} from '../util/parallel-gzip.js';
+import {compressBuffer} from '../util/parallel-gzip.js';
 import {findArchived, type ArchivedWalFile} from './archive.js';
 import {parseWalFileName} from './name.js';
 import {LONG_PAGE_HEADER_BYTES, segmentMismatch} from './page-header.js';
@@ -81,7 +81,7 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
     // segment size, whatever the number of segments.
     const data = await readFile(walPath);
     await checkOwner(data.subarray(0, LONG_PAGE_HEADER_BYTES));
-    const compressed = gzipBufferParallel(data, options.compression.level, 4 * 1024 * 1024, options.compression.codec);
+    const compressed = compressBuffer(data, options.compression);
     sha256 = sha256Hex(data);
     body = await compressed;
   } else {

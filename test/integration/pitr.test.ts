@@ -95,7 +95,7 @@ describe.each(['local', 's3'] as const)('point-in-time recovery with a %s reposi
   it('restores to the latest archived state by default, started by plain pg_ctl', async () => {
     const dataDir = join(makeTempDir('pgbk-restored-'), 'data');
     const result = await setup.pgbk(['restore', '--to', dataDir, '--archive-mode', 'off']);
-    expect(result.exitCode).toBe(0);
+    expect(result.exitCode, result.stderr).toBe(0);
     expect(existsSync(join(dataDir, 'recovery.signal'))).toBe(true);
     const server = await startExisting(dataDir);
     try {
