@@ -163,11 +163,13 @@ describe.each(['local', 's3'] as const)('repository identity (%s repository)', (
     copyFileSync(join(a.cluster.dataDir, 'pg_wal', segment), copy);
     chownToPostgres(copy);
     const key = await walKey(section, segment);
-    for (const damage of [gzipSync(randomBytes(1024 * 1024)), (await readObject(section, key)).subarray(0, 5000)]) {
+    const stored = await readObject(section, key);
+    for (const damage of [gzipSync(randomBytes(1024 * 1024)), stored.subarray(0, Math.floor(stored.length / 2))]) {
       await writeObject(section, key, damage);
+      expect((await readObject(section, key)).equals(damage), 'the damage is stored').toBe(true);
       const push = await a.pgbk(['archive-push', copy]);
       expect(push.exitCode, push.stderr).toBe(0);
-      expect(push.stderr).toMatch(new RegExp(`the archived copy of ${segment} was damaged .*; replaced it`));
+      expect(push.stderr, `damage of ${damage.length} bytes, stored copy ${key}`).toMatch(new RegExp(`the archived copy of ${segment} was damaged .*; replaced it`));
       const dest = join(makeTempDir('pgbk-get-'), 'seg');
       const got = await a.pgbk(['archive-get', segment, dest]);
       expect(got.exitCode, got.stderr).toBe(0);
