@@ -48,7 +48,9 @@ export default async function setup(project: TestProject): Promise<() => Promise
     console.log(`pgbk tests: S3 is ${s3.endpoint} (external, PGBK_TEST_S3_ENDPOINT), bucket ${s3.bucket}`);
   } else if (process.env.PGBK_TEST_S3 !== 's3rver' && radosgwAvailable()) {
     const bucket = process.env.PGBK_TEST_S3_BUCKET || 'pgbk-test';
-    const rgw = await startRadosgw();
+    const rgw = await startRadosgw().catch((err: unknown) => {
+      throw new Error(`could not start radosgw for the tests (PGBK_TEST_S3=s3rver runs them against the s3rver mock instead): ${String(err)}`);
+    });
     stopS3 = () => rgw.stop();
     try {
       s3 = {
