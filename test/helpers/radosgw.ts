@@ -35,6 +35,8 @@ export interface Radosgw {
   readonly dir: string;
   /** Start-up time in ms (mkdtemp to a user with keys). */
   readonly startMs: number;
+  /** PIDs of the running daemons (ceph-mon, ceph-osd, radosgw). */
+  pids(): number[];
   /** SIGKILL every daemon (by PID), wait for them to exit, remove the dir. Idempotent. */
   stop(): Promise<void>;
 }
@@ -184,6 +186,7 @@ rm -rf "$dir"
 async function waitForHttp(endpoint: string, dir: string): Promise<void> {
   const deadline = Date.now() + HTTP_TIMEOUT_MS;
   let last = '';
+  let missingSince: number | undefined;
   while (Date.now() < deadline) {
     try {
       const response = await fetch(`${endpoint}/`, {signal: AbortSignal.timeout(2000)});
@@ -193,7 +196,16 @@ async function waitForHttp(endpoint: string, dir: string): Promise<void> {
     } catch (err) {
       last = String((err as Error).cause ?? err);
     }
-    if (daemonPids(dir).length < 3) last = `a daemon exited (${last})`;
+    // mon, osd and rgw each write a pid file once daemonized; one missing for 2 s means it died.
+    if (daemonPids(dir).length < 3) {
+      missingSince ??= Date.now();
+      if (Date.now() - missingSince > 2000) {
+        last = `a daemon exited (pid files: ${readdirSync(join(dir, 'run')).filter((n) => n.endsWith('.pid')).join(', ')}; ${last})`;
+        break;
+      }
+    } else {
+      missingSince = undefined;
+    }
     await new Promise((r) => setTimeout(r, 50));
   }
   let log = '';
@@ -202,17 +214,24 @@ async function waitForHttp(endpoint: string, dir: string): Promise<void> {
   } catch {
     // no log
   }
-  throw new Error(`radosgw at ${endpoint} did not answer within ${HTTP_TIMEOUT_MS} ms: ${last}\n${log}`);
+  throw new Error(`radosgw at ${endpoint} did not answer: ${last}\n${log}`);
+}
+
+export interface StartRadosgwOptions {
+  /** Where the temp dir goes (default: the OS temp dir). */
+  parent?: string;
+  /** The daemons are killed and the dir removed once this process is gone (default: this process). */
+  ownerPid?: number;
 }
 
 /**
- * Start a single-node cluster and radosgw in a new temp dir under `parent` (default: the OS temp
- * dir), with a user whose keys are random. Buckets are the caller's (see global-setup.ts).
+ * Start a single-node cluster and radosgw in a new temp dir, with a user whose keys are random.
+ * Buckets are the caller's (see global-setup.ts).
  */
-export async function startRadosgw(parent = tmpdir()): Promise<Radosgw> {
+export async function startRadosgw(opts: StartRadosgwOptions = {}): Promise<Radosgw> {
   const started = Date.now();
-  const dir = mkdtempSync(join(parent, 'pgbk-radosgw-'));
-  startWatchdog(dir, process.pid);
+  const dir = mkdtempSync(join(opts.parent ?? tmpdir(), 'pgbk-radosgw-'));
+  startWatchdog(dir, opts.ownerPid ?? process.pid);
   let stopped = false;
   const stop = async (): Promise<void> => {
     if (stopped) return;
@@ -249,7 +268,7 @@ export async function startRadosgw(parent = tmpdir()): Promise<Radosgw> {
       [...c, 'user', 'create', '--uid=pgbk-test', '--display-name=pgbk test', `--access-key=${accessKeyId}`, `--secret-key=${secretAccessKey}`],
       dir,
     );
-    return {endpoint, accessKeyId, secretAccessKey, dir, startMs: Date.now() - started, stop};
+    return {endpoint, accessKeyId, secretAccessKey, dir, startMs: Date.now() - started, pids: () => daemonPids(dir), stop};
   } catch (err) {
     await stop();
     throw err;
