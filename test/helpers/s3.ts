@@ -3,7 +3,7 @@
 import {randomBytes} from 'node:crypto';
 import {S3Client, type S3ClientConfig} from '@aws-sdk/client-s3';
 
-/** What global-setup.ts provides to the tests (`inject('s3')`, and PGBK_TEST_S3_* in the env). */
+/** What global-setup.ts provides to the tests (`inject('s3')`). */
 export interface S3TestEndpoint {
   /** e.g. http://127.0.0.1:40123 */
   endpoint: string;
