@@ -35,7 +35,7 @@ export function walFilePrefix(walFile: string): string {
   return `${walTimelineKey(walFile.slice(0, 8))}${folder}${walFile}-`;
 }
 
-export function walObjectKey(walFile: string, sha256: string, codec: Codec): string {
+export function walObjectKey(walFile: string, sha256: string, codec: Codec = 'gzip'): string {
   return `${walFilePrefix(walFile)}${sha256}${codecSuffix(codec)}`;
 }
 

@@ -6,6 +6,7 @@ import {PolicyError} from '../../../src/errors.js';
 import {loadPolicy, parsePolicy, policiesDirectory, resolvePolicyPath} from '../../../src/policy/load.js';
 import {policySchema, STRATEGY_OBJECTIVES} from '../../../src/policy/schema.js';
 import {parseDuration} from '../../../src/policy/duration.js';
+import {ZSTD_AVAILABLE} from '../../../src/util/codec.js';
 
 const FILE = '/etc/pgbk/policies/orders.yaml';
 
@@ -77,13 +78,24 @@ describe('parsePolicy: valid policies', () => {
       schedule: {backup: '0 2 * * *', expire: '30 2 * * *', drill: '0 0 4 * * 0'},
       retention: {backups: 7, days: 14},
       objectives: {rpoSeconds: 300, rtoSeconds: 5400},
-      backup: {checkpoint: 'spread', compressionLevel: 6},
+      backup: {checkpoint: 'spread'},
+      compression: {codec: 'gzip', level: 6},
       dump: {tables: ['public.orders', 'public.items']},
       drill: {checks: [], heartbeat: false, timeoutSeconds: 3600},
     });
     expect(Object.isFrozen(policy)).toBe(true);
     expect(Object.isFrozen(policy.repository)).toBe(true);
     expect(Object.isFrozen(policy.dump.tables)).toBe(true);
+  });
+
+  it('compression: codec and level, checked per codec; the old backup.compression_level means gzip', () => {
+    const withSection = (section: string) => parsePolicy(`${MINIMAL}\n${section}\n`, '/srv/pgbk/billing.yml', {});
+    expect(withSection('compression: {codec: gzip, level: 9}').compression).toEqual({codec: 'gzip', level: 9});
+    expect(withSection('compression: {codec: none}').compression).toEqual({codec: 'none', level: 0});
+    expect(() => withSection('compression: {codec: gzip, level: 12}')).toThrow(/compression.level: 12 is out of range for gzip \(1..9\)/);
+    expect(() => withSection('compression: {codec: lz4}')).toThrow(/compression/);
+    expect(withSection('backup: {compression_level: 4}').compression).toEqual({codec: 'gzip', level: 4});
+    if (ZSTD_AVAILABLE) expect(withSection('compression: {codec: zstd, level: 19}').compression).toEqual({codec: 'zstd', level: 19});
   });
 
   it('fills in defaults for a minimal policy', () => {
@@ -93,7 +105,8 @@ describe('parsePolicy: valid policies', () => {
     expect(policy.postgres.dataDir).toBeUndefined();
     expect(policy.schedule).toEqual({});
     expect(policy.retention).toEqual({});
-    expect(policy.backup).toEqual({checkpoint: 'fast', compressionLevel: 1});
+    expect(policy.backup).toEqual({checkpoint: 'fast'});
+    expect(policy.compression).toEqual(ZSTD_AVAILABLE ? {codec: 'zstd', level: 1} : {codec: 'gzip', level: 1});
     expect(policy.dump).toEqual({tables: []});
     expect(policy.objectives).toEqual({rpoSeconds: 300, rtoSeconds: 1800});
   });
