@@ -38,6 +38,12 @@ export interface Repository {
   list(prefix: string): AsyncIterable<StoredObject>;
   /** Removes the keys; a missing key is not an error. */
   remove(keys: Iterable<string>): Promise<void>;
+  /**
+   * The repository's own clock, to catch a local clock that jumped (expire refuses then): S3 the `Date` header of a
+   * response; a local repository the modification time of a probe file it writes and removes (the file server's clock
+   * on NFS). Undefined when the store gives no time.
+   */
+  serverTime(): Promise<Date | undefined>;
   /** Releases connections (S3 sockets) so the process can exit promptly. */
   close(): Promise<void>;
 }

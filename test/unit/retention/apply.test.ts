@@ -25,6 +25,7 @@ class MemoryRepository implements Repository {
     this.removeCalls.push(batch);
     for (const key of batch) this.objects.delete(key);
   }
+  async serverTime(): Promise<Date | undefined> { return undefined; }
   async close(): Promise<void> {}
 }
 
