@@ -125,7 +125,7 @@ function renderWindow(window: RecoverableWindow | undefined, catalog: BackupMani
   ];
   if (window.gap) {
     lines.push(`  WARNING: WAL segment ${window.gap.missing} is missing: point-in-time recovery cannot go past ${window.gap.after}`,
-      `  missing: ${describeGap(window.gap)}; last reachable point: LSN ${window.gap.lastReachableLsn}${window.gap.lastReachableTime ? `, ${window.gap.lastReachableTime.toISOString()}` : ''}`);
+      `  gap: ${describeGap(window.gap)}; last reachable point: LSN ${window.gap.lastReachableLsn}${window.gap.lastReachableTime ? `, ${window.gap.lastReachableTime.toISOString()}` : ''}`);
   }
   if (window.offBranch.length > 0) lines.push(`  on other branches (not usable along this timeline): ${window.offBranch.join(', ')}`);
   return `${lines.join('\n')}\n`;

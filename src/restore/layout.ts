@@ -49,6 +49,7 @@ export async function checkDestination(dir: string, force: boolean, guard?: Dest
     }
     throw error instanceof DestinationError ? error : new DestinationError(`--to ${dir}: ${(error as Error).message}`);
   }
+  if (real === '/') throw new DestinationError(`${force ? '--force refuses to replace' : 'refusing'} --to ${dir}: it is the root directory`, 'restore into a new or empty directory');
   if (repoRoot) await refuseRepositoryOverlap(dir, real, repoRoot);
   if (entries.length === 0) return 'empty';
   const pid = await postmasterPid(path);
@@ -58,7 +59,6 @@ export async function checkDestination(dir: string, force: boolean, guard?: Dest
   if (!force) {
     throw new DestinationError(`--to ${dir} is not empty (${entries.length} entries)`, 'give an empty or new directory, or --force to replace a stopped data directory of this cluster');
   }
-  if (real === '/') throw new DestinationError(`--force refuses to replace --to ${dir}: it is the root directory`);
   for (const home of await homeDirectories()) {
     if (home.path === real || isInside(home.path, real)) {
       throw new DestinationError(`--force refuses to replace --to ${dir}: ${home.path === real ? 'it is' : 'it holds'} the home directory of ${home.user} (${home.path})`,
