@@ -207,7 +207,6 @@ describe('pgbk drill with an S3 repository', () => {
     try {
       const result = await drill(drillPolicy('missingwal', {}), ['--target-time', points[2]!.time]);
       expect(result.exitCode).toBe(2);
-      expect(result.stderr).toContain(`WAL segment ${segment} is missing from the archive`);
       expect(result.stderr).toMatch(new RegExp(`lies past a gap in the WAL archive: segment ${segment} is missing`));
     } finally {
       await minio.putObject(s3.bucket, key, original);
