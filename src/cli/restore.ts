@@ -75,7 +75,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         const state = await checkDestination(options.to, Boolean(options.force), {repo, policy, catalog});
         const {prepareRestore} = await import('../restore/prepare.js');
         const {choice, plan} = await prepareRestore(repo, policy, catalog, target, {
-          targetTimeline: timeline, backupId: options.backup, commitTimes: target.kind === 'time' || target.kind === 'latest',
+          targetTimeline: timeline, backupId: options.backup, commitTimes: target.kind === 'time' || target.kind === 'latest', standby: Boolean(options.standby),
         });
         for (const warning of plan.warnings) io.stderr.write(`pgbk: warning: ${warning}\n`);
         if (!globals().json && !options.standby) io.stdout.write(`timeline: ${choice.timeline} (${choice.reason})\n`);

@@ -4,7 +4,7 @@
 import type {BackupManifest} from '../backup/manifest.js';
 import type {Policy} from '../policy/types.js';
 import type {Repository} from '../storage/repository.js';
-import {planRestore, type RestorePlan} from './plan.js';
+import {describeGap, planRestore, type RestorePlan} from './plan.js';
 import type {Target} from './target.js';
 import {chooseTimeline, scanTimelines, type TimelineChoice} from './timelines.js';
 import {computeWindow, type RecoverableWindow} from './window.js';
@@ -21,6 +21,8 @@ export interface PrepareOptions {
   backupId?: string;
   /** Read commit times (time targets, and the last reachable time named at a gap). */
   commitTimes: boolean;
+  /** restore --standby: a gap is no refusal (the standby streams what the archive lacks from the primary). */
+  standby?: boolean;
 }
 
 /** The policy's server, asked (briefly) which timeline it is on. */
@@ -44,6 +46,11 @@ export async function chooseBranchAndWindow(repo: Repository, policy: Policy, ca
 
 export async function prepareRestore(repo: Repository, policy: Policy, catalog: BackupManifest[], target: Target, options: PrepareOptions): Promise<PreparedRestore> {
   const {choice, window} = await chooseBranchAndWindow(repo, policy, catalog, options);
+  if (options.standby && window.gap) {
+    const plan = planRestore(catalog, target, {backupId: options.backupId, window: {...window, gap: undefined}});
+    plan.warnings.push(`the WAL archive has a gap: ${describeGap(window.gap)}; the standby needs its primary to still hold that WAL (streaming), or it stops there`);
+    return {choice, window, plan};
+  }
   let plan = planRestore(catalog, target, {backupId: options.backupId, window});
   if (plan.backup.id === window.fromBackup) return {choice, window, plan};
   // An older backup: its own WAL run decides (a gap between it and the newest backup cuts it short).

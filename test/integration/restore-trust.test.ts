@@ -3,15 +3,16 @@
 // `restore --force` only over a stopped data directory of this cluster, and expire refusing a skewed clock.
 // Every restore proves data: rows recorded at the target, changed, restored, compared.
 
-import {appendFileSync, existsSync, rmSync, writeFileSync} from 'node:fs';
+import {appendFileSync, existsSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
 import {buffer} from 'node:stream/consumers';
 import {spawnSync} from 'node:child_process';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
-import {restoreAndStart, setupArchiving, snapshot, switchAndWaitArchived, type ArchivingSetup, type RowSnapshot} from '../helpers/pitr.js';
+import {restoreAndStart, setupArchiving, snapshot, switchAndWaitArchived, writePolicy, type ArchivingSetup, type RowSnapshot} from '../helpers/pitr.js';
+import {parse} from 'yaml';
 import {chownToPostgres, createCluster, freePort, makeTempDir, pgBinDir, postgresUser, runAsPostgres, waitFor, type Cluster} from '../helpers/cluster.js';
-import type {RunPgbkResult} from '../helpers/cli.js';
+import {runPgbk, type RunPgbkResult} from '../helpers/cli.js';
 import {loadPolicy} from '../../src/policy/load.js';
 import {openRepository} from '../../src/storage/open.js';
 import type {Repository} from '../../src/storage/repository.js';
@@ -183,6 +184,18 @@ describe.each(['local', 's3'] as const)('restore trust with a %s repository', (k
     const dry = await setup.pgbk(['restore', '--to', join(makeTempDir('pgbk-main-'), 'data'), '--latest', '--dry-run']);
     record(kind, 'restore --latest --dry-run with a side copy on timeline 2', dry);
     expect(dry.stdout).toMatch(/^timeline: 1 \(the policy's server \S+ is on timeline 1\)/);
+
+    const pinned = await setup.pgbk(['restore', '--to', join(makeTempDir('pgbk-main-'), 'data'), '--latest', '--target-timeline', '2', '--dry-run']);
+    record(kind, 'restore --latest --target-timeline 2 --dry-run', pinned);
+    expect(pinned.stdout).toMatch(/^timeline: 2 \(given with --target-timeline\)/);
+
+    // The same repository through a policy whose server is down: the timeline with the newest archived WAL.
+    const doc = parse(readFileSync(setup.policyFile, 'utf8'));
+    doc.postgres.url = `postgresql://postgres@127.0.0.1:${await freePort()}/postgres`;
+    const downPolicy = writePolicy(setup.dir, 'server-down', doc);
+    const down = await runPgbk(['restore', '--policy', downPolicy, '--to', join(makeTempDir('pgbk-main-'), 'data'), '--latest', '--dry-run']);
+    record(kind, 'restore --latest --dry-run, the policy\'s server down', down);
+    expect(down.stdout).toMatch(/^timeline: 1 \(the policy's server \S+ is not reachable \(.*\); timeline 1 holds the most recently archived WAL \(0{7}1\w+ at /);
 
     const main = await restoreAndStart(setup, ['--target-time', mainPoint.time]);
     try {
