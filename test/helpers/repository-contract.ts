@@ -444,6 +444,7 @@ export function runRepositoryContract(name: string, open: () => Promise<Contract
     });
 
     it('tells its own time (serverTime): near this clock, with nothing left behind', async () => {
+      await repo.put('clock/marker', Buffer.from('x'));
       const before = await listKeys(repo, '');
       const rawBefore = target.raw ? await target.raw.names() : undefined;
       const start = Date.now();
@@ -453,6 +454,7 @@ export function runRepositoryContract(name: string, open: () => Promise<Contract
       expect(Math.abs(time!.getTime() - start)).toBeLessThan(5_000);
       expect(await listKeys(repo, '')).toEqual(before);
       if (target.raw) expect(await target.raw.names()).toEqual(rawBefore);
+      await repo.remove(['clock/marker']);
     });
 
     it('leaves no temp files or incomplete uploads behind', async () => {

@@ -139,6 +139,8 @@ export class LocalRepository implements Repository {
       await writeFile(path, '', {flag: 'wx', mode: 0o640});
       return (await stat(path)).mtime;
     } catch (error) {
+      // No root yet (nothing ever stored): there is no repository clock to read.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
       throw wrapFsError(error, `cannot write a clock probe to ${this.description}`);
     } finally {
       await unlink(path).catch(() => undefined);
