@@ -101,7 +101,7 @@ export class RunTracker {
   run?: SegmentRun;
   /** Segments missing right after `run` while a later one is archived: [first, last] inclusive. */
   hole?: SegmentRun;
-  /** Set when the segment `start` itself is missing: the first segment found after it. */
+  /** `start`: the first segment recovery needs (the backup's); a hole there means the backup's own WAL is missing. */
   constructor(private readonly start: bigint) {}
 
   /** Feeds the next archived segment number on the branch (ascending); returns false once the answer is known. */

@@ -127,9 +127,13 @@ function checkWindow(target: Target, window: RecoverableWindow): string[] {
 
 /** A target that needs WAL past a gap is refused: PostgreSQL would stop at the gap and promote there. */
 function checkGap(target: Target, gap: WindowGap): void {
-  const reachable = `the last reachable point is LSN ${gap.lastReachableLsn}${gap.lastReachableTime ? ` (last commit at ${gap.lastReachableTime.toISOString()})` : ''}`;
-  const earlier = `restore to an earlier target: --target-lsn ${gap.lastReachableLsn}${gap.lastReachableTime ? ` or --target-time ${gap.lastReachableTime.toISOString()}` : ''}; ` +
-    'or put the missing segments back into the archive (pgbk list names them)';
+  const reachable = gap.lastReachableTime
+    ? `the last reachable point is the commit at ${gap.lastReachableTime.toISOString()} (WAL continuous up to LSN ${gap.lastReachableLsn})`
+    : `the last reachable point is before LSN ${gap.lastReachableLsn} (no commit archived before the gap)`;
+  const restoreBack = 'or put the missing segments back into the archive (pgbk list names them)';
+  const earlier = gap.lastReachableTime
+    ? `restore to an earlier target, e.g. --target-time ${gap.lastReachableTime.toISOString()} (the last commit before the gap); ${restoreBack}`
+    : `restore to an earlier target (a --target-time or --target-lsn before LSN ${gap.lastReachableLsn}); ${restoreBack}`;
   const past = (() => {
     switch (target.kind) {
       case 'latest': return true;

@@ -197,8 +197,9 @@ describe('planRestore: refusing what cannot be reached', () => {
       const error = thrown(() => planRestore(catalog, {kind: 'latest'}, {window: gapped}));
       expect(error).toBeInstanceOf(TargetError);
       expect(error.message).toBe(`the end of the archived WAL (latest) lies past a gap in the WAL archive: ${described}; ` +
-        'the last reachable point is LSN 1/5000000 (last commit at 2026-11-26T04:00:00.000Z)');
-      expect(error.hint).toMatch(/^restore to an earlier target: --target-lsn 1\/5000000 or --target-time 2026-11-26T04:00:00.000Z/);
+        'the last reachable point is the commit at 2026-11-26T04:00:00.000Z (WAL continuous up to LSN 1/5000000)');
+      expect(error.hint).toBe('restore to an earlier target, e.g. --target-time 2026-11-26T04:00:00.000Z (the last commit before the gap); ' +
+        'or put the missing segments back into the archive (pgbk list names them)');
     });
 
     it('refuses an LSN or a time past it, and plans one before it', () => {
@@ -209,7 +210,9 @@ describe('planRestore: refusing what cannot be reached', () => {
     });
 
     it('refuses a time target when no commit before the gap is known', () => {
-      expect(() => planRestore(catalog, at('2026-11-26T03:30:00Z'), {window: {...gapped, gap: {...gap, lastReachableTime: undefined}}})).toThrow(/lies past a gap/);
+      const error = thrown(() => planRestore(catalog, at('2026-11-26T03:30:00Z'), {window: {...gapped, gap: {...gap, lastReachableTime: undefined}}}));
+      expect(error.message).toMatch(/lies past a gap .*; the last reachable point is before LSN 1\/5000000 \(no commit archived before the gap\)$/);
+      expect(error.hint).toMatch(/^restore to an earlier target \(a --target-time or --target-lsn before LSN 1\/5000000\)/);
     });
 
     it('warns for targets it cannot place (xid, restore point)', () => {
