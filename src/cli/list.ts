@@ -7,6 +7,7 @@ import type {TimelineChoice, TimelineSummary} from '../restore/timelines.js';
 import {branchToJson, renderTimelineTree, timelineTree} from '../restore/branch.js';
 import {describeGap} from '../restore/plan.js';
 import {formatLsn} from '../wal/lsn.js';
+import {DEFAULT_SEGMENT_SIZE} from '../wal/name.js';
 import {formatBytes} from '../util/progress.js';
 import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
 
@@ -19,6 +20,7 @@ export function registerListCommand(program: Command, io: Io, globals: () => Glo
         let window: RecoverableWindow | undefined;
         let choice: TimelineChoice | undefined;
         let timelines: Map<number, TimelineSummary> | undefined;
+        const forkCommits = new Map<number, string | undefined>();
         if (policy.strategy !== 'dump') {
           const {scanTimelines, chooseTimeline} = await import('../restore/timelines.js');
           const {askPolicyServer} = await import('../restore/prepare.js');
@@ -27,17 +29,28 @@ export function registerListCommand(program: Command, io: Io, globals: () => Glo
           choice = await chooseTimeline(timelines, {catalog, server: askPolicyServer(policy)});
           window = await computeWindow(repo, catalog, {binDir: policy.postgres.binDir, commitTimes: true, branch: choice.branch});
           window.archivedSegments = [...timelines.values()].reduce((sum, summary) => sum + summary.segments, 0);
+          const {lastCommitBeforeFork} = await import('../restore/timelines.js');
+          const segmentSize = catalog.find((backup) => backup.walSegmentSize)?.walSegmentSize ?? DEFAULT_SEGMENT_SIZE;
+          for (const summary of timelines.values()) {
+            const fork = summary.history?.at(-1);
+            if (!fork) continue;
+            try {
+              forkCommits.set(summary.timeline, await lastCommitBeforeFork(repo, summary.timeline, fork.switchLsn, segmentSize, policy.postgres.binDir));
+            } catch (error) {
+              io.stderr.write(`pgbk: warning: cannot read where timeline ${summary.timeline} forked: ${(error as Error).message}\n`);
+            }
+          }
         }
         if (globals().json) {
           printJson(io, {
             policy: policy.name, repository: repo.description, backups: catalog.map(summarize),
-            timelines: timelines ? timelinesJson(timelines) : undefined,
+            timelines: timelines ? timelinesJson(timelines, forkCommits) : undefined,
             window: window && {...windowJson(window, catalog), timeline: choice!.timeline, timelineReason: choice!.reason, branch: branchToJson(choice!.branch)},
           });
           return;
         }
         io.stdout.write(renderTable(catalog));
-        if (timelines) io.stdout.write(renderTimelines(timelines));
+        if (timelines) io.stdout.write(renderTimelines(timelines, forkCommits));
         if (choice) io.stdout.write(`\nwindow along timeline ${choice.timeline} (${choice.reason})\n`);
         io.stdout.write(renderWindow(window, catalog));
       });
@@ -68,11 +81,12 @@ function windowJson(window: RecoverableWindow, catalog: BackupManifest[]) {
   };
 }
 
-function timelinesJson(timelines: Map<number, TimelineSummary>) {
+function timelinesJson(timelines: Map<number, TimelineSummary>, forkCommits: Map<number, string | undefined>) {
   return [...timelines.values()].sort((a, b) => a.timeline - b.timeline).map((summary) => {
     const fork = summary.history?.at(-1);
     return {
       timeline: summary.timeline, parent: fork?.parent ?? null, forkLsn: fork ? formatLsn(fork.switchLsn) : null, forkReason: fork?.reason ?? null,
+      lastCommitBeforeFork: forkCommits.get(summary.timeline) ?? null,
       historyArchivedAt: summary.historyArchivedAt?.toISOString() ?? null,
       segments: summary.segments, firstSegment: summary.firstSegment ?? null, lastSegment: summary.lastSegment ?? null,
       lastArchivedAt: summary.lastArchivedAt?.toISOString() ?? null,
@@ -80,13 +94,15 @@ function timelinesJson(timelines: Map<number, TimelineSummary>) {
   });
 }
 
-function renderTimelines(timelines: Map<number, TimelineSummary>): string {
+function renderTimelines(timelines: Map<number, TimelineSummary>, forkCommits: Map<number, string | undefined>): string {
   if (timelines.size === 0) return '';
   const histories = new Map([...timelines.values()].filter((summary) => summary.history).map((summary) => [summary.timeline, summary.history!]));
   const nodes = timelineTree(histories, timelines.keys());
   const lines = renderTimelineTree(nodes, (node) => {
     const summary = timelines.get(node.timeline);
+    const commit = forkCommits.get(node.timeline);
     return `forked from timeline ${node.parent} at LSN ${formatLsn(node.forkLsn!)}` +
+      `${commit ? `, after the commit at ${commit}` : ''}` +
       `${summary?.historyArchivedAt ? ` (history archived ${summary.historyArchivedAt.toISOString()})` : ''}${node.reason ? `, ${node.reason}` : ''}`;
   }).map((line) => {
     const timeline = Number(/timeline (\d+)/.exec(line)![1]);

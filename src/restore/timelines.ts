@@ -2,16 +2,22 @@
 // follows: --target-timeline when given, else the timeline the policy's server is on when it is reachable (and is
 // this repository's cluster), else the timeline with the most recently archived WAL.
 
+import {mkdtemp, rm} from 'node:fs/promises';
+import {tmpdir} from 'node:os';
+import {join} from 'node:path';
 import {pipeline} from 'node:stream/promises';
 import {text} from 'node:stream/consumers';
 import {createGunzip} from 'node:zlib';
 import {PassThrough} from 'node:stream';
-import {CorruptObjectError, TargetError} from '../errors.js';
+import {CorruptObjectError, TargetError, WalNotFoundError} from '../errors.js';
 import type {BackupManifest} from '../backup/manifest.js';
 import type {Repository} from '../storage/repository.js';
 import {parseWalObjectKey, WAL_PREFIX} from '../storage/layout.js';
 import {ChecksumVerifier} from '../util/streams.js';
-import {parseWalFileName} from '../wal/name.js';
+import {parseWalFileName, segmentNameForLsn} from '../wal/name.js';
+import {formatLsn, type Lsn} from '../wal/lsn.js';
+import {getWalFile} from '../wal/get.js';
+import {runPg} from '../pg/run.js';
 import {redactUrl} from '../pg/conninfo.js';
 import {branchOf, parseTimelineHistory, type Branch, type HistoryEntry} from './branch.js';
 
@@ -145,4 +151,39 @@ export function newestTimeline(timelines: Map<number, TimelineSummary>, known: n
 
 function firstLine(text: string): string {
   return text.split('\n')[0]!.replace(/^cannot connect to \S+: /, '');
+}
+
+const COMMIT_LINE_RE = /desc: (?:COMMIT|ABORT)(?:_PREPARED)? (\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}(?:\.\d+)?) UTC/;
+
+/**
+ * The time of the last commit before a timeline left its parent: read (pg_waldump --end=<fork LSN>) from the
+ * child's first segment, which holds the parent's WAL up to the fork. Undefined when that segment is not archived
+ * (or expired) or holds no commit before the fork.
+ */
+export async function lastCommitBeforeFork(repo: Repository, child: number, forkLsn: Lsn, segmentSize: number, binDir?: string): Promise<string | undefined> {
+  const walFile = segmentNameForLsn(child, forkLsn, segmentSize);
+  const dir = await mkdtemp(join(tmpdir(), 'pgbk-fork-'));
+  try {
+    try {
+      await getWalFile(repo, walFile, join(dir, walFile));
+    } catch (error) {
+      if (error instanceof WalNotFoundError) return undefined;
+      throw error;
+    }
+    let output: string;
+    try {
+      ({stdout: output} = await runPg('pg_waldump', ['--rmgr=Transaction', `--end=${formatLsn(forkLsn)}`, join(dir, walFile)], {binDir, env: {TZ: 'UTC'}}));
+    } catch (error) {
+      // pg_waldump exits non-zero when it stops at the end of valid WAL; what it printed still counts.
+      output = String((error as {cause?: {stdout?: unknown}}).cause?.stdout ?? '');
+    }
+    let last: string | undefined;
+    for (const line of output.split('\n')) {
+      const match = COMMIT_LINE_RE.exec(line);
+      if (match) last = `${match[1]!.replace(' ', 'T')}Z`;
+    }
+    return last;
+  } finally {
+    await rm(dir, {recursive: true, force: true});
+  }
 }

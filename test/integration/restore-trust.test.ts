@@ -176,7 +176,10 @@ describe.each(['local', 's3'] as const)('restore trust with a %s repository', (k
     const list = await setup.pgbk(['list']);
     record(kind, 'list after the side copy archived timeline 2', list);
     expect(list.stdout).toMatch(/timeline 1 \[/);
-    expect(list.stdout).toMatch(/└─ timeline 2: forked from timeline 1 at LSN [0-9A-F]+\/[0-9A-F]+ \(history archived /);
+    // Where timeline 2 left timeline 1: the last commit before the fork is the last one the side copy replayed.
+    const replayed = /last replayed transaction: (\S+ [\d:.]+)\+00/.exec(side.result.stdout)![1]!.replace(' ', 'T');
+    expect(list.stdout).toContain(`└─ timeline 2: forked from timeline 1 at LSN `);
+    expect(list.stdout).toMatch(new RegExp(`└─ timeline 2: forked from timeline 1 at LSN [0-9A-F]+/[0-9A-F]+, after the commit at ${replayed}Z \\(history archived `));
     expect(list.stdout).toMatch(/window along timeline 1 \(the policy's server \S+ is on timeline 1\)/);
     const listed = JSON.parse((await setup.pgbk(['list', '--json'])).stdout);
     expect(listed.window.timeline).toBe(1);
