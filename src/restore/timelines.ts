@@ -14,7 +14,7 @@ import type {BackupManifest} from '../backup/manifest.js';
 import type {Repository} from '../storage/repository.js';
 import {parseWalObjectKey, WAL_PREFIX} from '../storage/layout.js';
 import {ChecksumVerifier} from '../util/streams.js';
-import {parseWalFileName, segmentNameForLsn} from '../wal/name.js';
+import {parseWalFileName, segmentNameForLsn, timelineHex} from '../wal/name.js';
 import {formatLsn, type Lsn} from '../wal/lsn.js';
 import {getWalFile} from '../wal/get.js';
 import {runPg} from '../pg/run.js';
@@ -99,7 +99,12 @@ export interface ChooseTimelineOptions {
 /** Picks the timeline a restore follows, and says why. */
 export async function chooseTimeline(timelines: Map<number, TimelineSummary>, options: ChooseTimelineOptions): Promise<TimelineChoice> {
   const known = [...new Set([1, ...timelines.keys(), ...options.catalog.map((backup) => backup.timeline ?? 1)])].sort((a, b) => a - b);
-  const pick = (timeline: number, reason: string): TimelineChoice => ({timeline, reason, branch: branchFor(timelines, timeline)});
+  const pick = (timeline: number, reason: string): TimelineChoice => ({
+    timeline,
+    reason: timeline > 1 && !timelines.get(timeline)?.history
+      ? `${reason}; its history file ${timelineHex(timeline)}.history is not in the archive, so no ancestor of it is followed` : reason,
+    branch: branchFor(timelines, timeline),
+  });
   const requested = options.requested;
   if (requested !== undefined && /^\d+$/.test(requested)) {
     const timeline = Number(requested);

@@ -50,6 +50,13 @@ describe('chooseTimeline', () => {
     await expect(chooseTimeline(timelines, {requested: '7', catalog: [backup]})).rejects.toThrow('--target-timeline 7: the archive holds no timeline 7 (known: 1, 2)');
   });
 
+  it('says when the chosen timeline\'s history file is missing (only that timeline is followed)', async () => {
+    const choice = await chooseTimeline(timelines, {catalog: [backup], server: server({timeline: 3, systemId: backup.systemId})});
+    expect(choice.timeline).toBe(3);
+    expect(choice.branch.parts).toEqual([{timeline: 3, fromLsn: 0n}]);
+    expect(choice.reason).toBe('the policy\'s server postgresql://pgbk:***@db:5432/orders is on timeline 3; its history file 00000003.history is not in the archive, so no ancestor of it is followed');
+  });
+
   it('prefers the higher number when two timelines were archived at the same moment', async () => {
     const tie = new Map(timelines);
     tie.set(2, {...timelines.get(2)!, lastArchivedAt: new Date('2026-11-30T01:00:00Z')});
