@@ -147,3 +147,14 @@ export class ForeignWalError extends PgbkError {
 export class StandbyFallbackError extends PgbkError {
   readonly code = 'wal.standby-fallback';
 }
+
+/** The local clock disagrees with the repository's (or a backup lies in the future): expire removes nothing. */
+export class ClockSkewError extends PgbkError {
+  readonly code = 'clock.skew';
+}
+
+/** The server is older than pgbk supports (see src/pg/version.ts). */
+export class UnsupportedServerError extends PgbkError {
+  readonly code = 'pg.unsupported-version';
+  override readonly exitCode = 2;
+}

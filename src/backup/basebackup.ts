@@ -8,6 +8,8 @@ import type {Policy} from '../policy/types.js';
 import {withClient} from '../pg/client.js';
 import {splitPassword} from '../pg/conninfo.js';
 import {nextXid, serverInfo, type ServerInfo} from '../pg/queries.js';
+import {checkServerVersion} from '../pg/version.js';
+import {redactUrl} from '../pg/conninfo.js';
 import {spawnPg, toolError} from '../pg/run.js';
 import {backupObjectKey, parseWalObjectKey} from '../storage/layout.js';
 import {codecSuffix, decompressor} from '../util/codec.js';
@@ -44,6 +46,7 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
   const started = deps.now();
   const server = await withClient(source.url, async (client) => {
     const info = await serverInfo(client);
+    checkServerVersion(info.versionNum, `the server at ${redactUrl(source.url)}`);
     const {rows} = await client.query(`select current_setting('archive_mode') as archive_mode, current_setting('wal_level') as wal_level`);
     if (rows[0].wal_level === 'minimal') {
       throw new PgServerError('wal_level is minimal: a base backup needs WAL', 'set wal_level = replica in postgresql.conf and restart');

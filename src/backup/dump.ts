@@ -5,6 +5,8 @@ import type {Policy} from '../policy/types.js';
 import {withClient} from '../pg/client.js';
 import {splitPassword} from '../pg/conninfo.js';
 import {serverInfo} from '../pg/queries.js';
+import {checkServerVersion} from '../pg/version.js';
+import {redactUrl} from '../pg/conninfo.js';
 import {spawnPg, toolError} from '../pg/run.js';
 import {backupObjectKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
@@ -32,6 +34,7 @@ export async function runDump(deps: DumpDeps): Promise<BackupManifest> {
     return {server: await serverInfo(client), database: rows[0].db as string};
   });
   if (deps.identity) assertSameSystem(deps.identity, server.systemId, 'the database to dump', repo);
+  checkServerVersion(server.versionNum, `the server at ${redactUrl(policy.postgres.url)}`);
   const id = await newBackupId(repo, started);
   const key = backupObjectKey(id, 'dump.pgdump');
   const tables = policy.dump.tables.flatMap((table) => ['--table', table]);

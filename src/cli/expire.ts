@@ -19,6 +19,9 @@ export function registerExpireCommand(program: Command, io: Io, globals: () => G
         const {applyExpire} = await import('../retention/apply.js');
         const catalog = await readCatalog(repo, (key, error) => io.stderr.write(`pgbk: warning: skipping ${key}: ${error.message}\n`), catalogScopeOf(policy));
         const now = io.now();
+        // Retention counts back from now: a clock that jumped would remove the point-in-time window.
+        const {checkClock} = await import('../retention/clock.js');
+        checkClock(now, {description: repo.description, time: await repo.serverTime()}, catalog);
         const plan = planExpire(catalog, policy.retention, now);
         const outcome = await applyExpire(plan, repo, {dryRun: Boolean(options.dryRun), now});
         if (globals().json) {

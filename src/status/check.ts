@@ -3,6 +3,7 @@
 //
 // settingChecks() is pure (settings in, verdicts and fixes out); runChecks() connects, probes and waits.
 
+import {formatVersionNum, MIN_SERVER_VERSION_NUM} from '../pg/version.js';
 import {hostname} from 'node:os';
 import {PgbkError} from '../errors.js';
 import {findBinDir} from '../pg/bin.js';
@@ -66,6 +67,10 @@ const sqlString = (text: string) => `'${text.replace(/'/g, "''")}'`;
 export function settingChecks(strategy: Strategy, settings: ServerSettings, policy: Pick<Policy, 'name' | 'file' | 'postgres'>, standbys: StandbyReplication[]): CheckResult[] {
   const results: CheckResult[] = [];
   const restart = 'then restart PostgreSQL';
+  if (settings.versionNum < MIN_SERVER_VERSION_NUM) {
+    results.push(fail('server version', `PostgreSQL ${versionText(settings.versionNum)} is older than pgbk supports (${versionText(MIN_SERVER_VERSION_NUM)} or later)`,
+      'upgrade the server (pg_upgrade); pgbk backup refuses it'));
+  }
   if (strategy === 'dump') return results;
 
   results.push(['replica', 'logical'].includes(settings.walLevel)
@@ -126,9 +131,7 @@ export function settingChecks(strategy: Strategy, settings: ServerSettings, poli
   return results;
 }
 
-function versionText(num: number): string {
-  return num >= 100000 ? `${Math.floor(num / 10000)}.${num % 10000}` : `${Math.floor(num / 10000)}.${Math.floor(num / 100) % 100}.${num % 100}`;
-}
+const versionText = formatVersionNum;
 
 function quoteIdent(name: string): string {
   return /^[a-z_][a-z0-9_]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;

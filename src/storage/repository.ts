@@ -49,6 +49,12 @@ export interface Repository {
    * Every other method fails with RepositoryError when the root is missing, and never creates it.
    */
   create(): Promise<void>;
+  /**
+   * The repository's own clock, to catch a local clock that jumped (expire refuses then): S3 the `Date` header of a
+   * response; a local repository the modification time of a probe file it writes and removes (the file server's clock
+   * on NFS). Undefined when the store gives no time.
+   */
+  serverTime(): Promise<Date | undefined>;
   /** Releases connections (S3 sockets) so the process can exit promptly. */
   close(): Promise<void>;
 }

@@ -1,7 +1,7 @@
 // Local filesystem repository (file:// URLs): atomic writes by temp file, fsync, rename, fsync of the directory.
 
 import {createWriteStream} from 'node:fs';
-import {mkdir, open, readdir, rename, rm, stat, unlink} from 'node:fs/promises';
+import {mkdir, open, readdir, rename, rm, stat, unlink, writeFile} from 'node:fs/promises';
 import {existsSync, statSync} from 'node:fs';
 import {dirname, join} from 'node:path';
 import type {Readable} from 'node:stream';
@@ -176,6 +176,21 @@ export class LocalRepository implements Repository {
       dirs.add(dirname(path));
     }
     for (const dir of dirs) await syncPath(dir, 'r').catch(() => undefined);
+  }
+
+  async serverTime(): Promise<Date | undefined> {
+    const key = `clock-probe${TEMP_MARK}${process.pid}-${randomBytes(4).toString('hex')}`;
+    const path = this.pathOf(key);
+    try {
+      await writeFile(path, '', {flag: 'wx', mode: 0o640});
+      return (await stat(path)).mtime;
+    } catch (error) {
+      // No root yet (nothing ever stored): there is no repository clock to read.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw wrapFsError(error, `cannot write a clock probe to ${this.description}`);
+    } finally {
+      await unlink(path).catch(() => undefined);
+    }
   }
 
   async close(): Promise<void> {}

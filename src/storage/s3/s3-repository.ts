@@ -167,6 +167,25 @@ export class S3Repository implements Repository {
     }
   }
 
+  async serverTime(): Promise<Date | undefined> {
+    let date: string | undefined;
+    const command = new ListObjectsV2Command({Bucket: this.settings.bucket, Prefix: this.keyOf(''), MaxKeys: 1});
+    // The response's Date header: the SDK does not surface it on the output, a middleware reads it off the raw response.
+    command.middlewareStack.add((next) => async (args) => {
+      const result = await next(args);
+      const headers = (result.response as {headers?: Record<string, string>}).headers ?? {};
+      date = headers.date ?? headers.Date;
+      return result;
+    }, {step: 'deserialize', name: 'pgbkServerDate'});
+    try {
+      await this.client.send(command);
+    } catch (error) {
+      throw this.wrap(error, 'cannot read the server time');
+    }
+    const parsed = date ? new Date(date) : undefined;
+    return parsed && !Number.isNaN(parsed.getTime()) ? parsed : undefined;
+  }
+
   async close(): Promise<void> {
     this.client.destroy();
   }

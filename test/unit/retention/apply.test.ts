@@ -26,6 +26,7 @@ class MemoryRepository implements Repository {
     for (const key of batch) this.objects.delete(key);
   }
   async create(): Promise<void> {}
+  async serverTime(): Promise<Date | undefined> { return undefined; }
   async close(): Promise<void> {}
 }
 
