@@ -237,6 +237,17 @@ export function pgbkCommandPrefix(): string {
   return `${shellWord(process.execPath)} ${shellWord(binScript)}`;
 }
 
+/**
+ * restore_command: a segment the prefetcher already fetched and verified (checksum, cluster) into the spool is moved
+ * into place by the shell alone — about what `cp` costs, no Node start-up; the request is noted for the prefetcher.
+ * Anything else goes to `pgbk archive-get`, whose exit code PostgreSQL then sees.
+ */
+export function restoreCommandFor(policyFile: string): string {
+  const spool = 'pg_wal/pgbk-spool';
+  return `if [ -f ${spool}/%f ] && mv -f ${spool}/%f %p 2>/dev/null; then echo %f > ${spool}/.requested 2>/dev/null || :; ` +
+    `else ${pgbkCommandPrefix()} archive-get --policy ${shellWord(policyFile)} %f %p; fi`;
+}
+
 function shellWord(word: string): string {
   return /^[A-Za-z0-9_./:=@%+-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
@@ -246,7 +257,7 @@ async function writeRecoveryConfig(policy: Policy, plan: RestorePlan, dataDir: s
     await rm(join(dataDir, stale), {force: true});
   }
   await mkdir(join(dataDir, 'pg_wal', 'archive_status'), {recursive: true, mode: 0o700});
-  const restoreCommand = `${pgbkCommandPrefix()} archive-get --policy ${shellWord(policy.file)} %f %p`;
+  const restoreCommand = restoreCommandFor(policy.file);
   const settings: Record<string, string> = {
     restore_command: restoreCommand,
     ...(recovery.standby ? {primary_conninfo: recovery.standby.primaryConninfo} : recoverySettings(plan.target)),

@@ -118,6 +118,12 @@ export async function runPrefetcher(repo: Repository, dataDir: string, requested
       if (request !== lastRequest) {
         lastRequest = request;
         lastRequestAt = Date.now();
+        // restore_command moves spooled segments out itself (no pgbk process): drop any it passed by.
+        if (/^[0-9A-F]{24}$/.test(request)) {
+          for (const entry of await readdir(spool).catch(() => [] as string[])) {
+            if (/^[0-9A-F]{24}$/.test(entry) && entry.slice(0, 8) === request.slice(0, 8) && entry <= request) await unlink(join(spool, entry)).catch(() => undefined);
+          }
+        }
       } else if (Date.now() - lastRequestAt > 60_000) {
         return fetched;
       }
