@@ -7,7 +7,7 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {pipeline} from 'node:stream/promises';
 import {text} from 'node:stream/consumers';
-import {createGunzip} from 'node:zlib';
+import {decompressor} from '../util/codec.js';
 import {PassThrough} from 'node:stream';
 import {CorruptObjectError, TargetError, WalNotFoundError} from '../errors.js';
 import type {BackupManifest} from '../backup/manifest.js';
@@ -66,7 +66,8 @@ async function readVerified(repo: Repository, key: string, sha256: string): Prom
   const out = new PassThrough();
   const content = text(out);
   try {
-    await pipeline(key.endsWith('.gz') ? [body, createGunzip(), verifier, out] as never : [body, verifier, out] as never);
+    const decompress = decompressor(parseWalObjectKey(key)?.codec ?? 'gzip');
+    await pipeline((decompress ? [body, decompress, verifier, out] : [body, verifier, out]) as never);
   } catch (error) {
     if (error instanceof CorruptObjectError) throw error;
     throw new CorruptObjectError(`timeline history ${key} is unreadable: ${(error as Error).message}`, 'run pgbk verify', {cause: error});
