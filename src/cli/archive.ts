@@ -65,18 +65,22 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
     .description("fetch one WAL file (restore_command = 'pgbk archive-get --policy P %f %p')")
     .argument('<wal-name>', 'WAL file name (%f)')
     .argument('<dest-path>', 'where PostgreSQL wants it (%p)')
-    .action(async (walName: string, destPath: string) => {
+    .option('--end-of-archive <segment>', 'treat this segment and later ones as the end of the archive when missing (pgbk restore sets it for a target before a known gap)')
+    .action(async (walName: string, destPath: string, options: {endOfArchive?: string}) => {
       const {parseWalFileName} = await import('../wal/name.js');
       parseWalFileName(walName);
+      if (options.endOfArchive !== undefined && parseWalFileName(options.endOfArchive).kind !== 'segment') {
+        throw new WalNameError(`--end-of-archive: not a WAL segment name: "${options.endOfArchive}"`);
+      }
       const standby = existsSync(join(io.cwd, 'standby.signal'));
       try {
-        await archiveGet(walName, resolve(io.cwd, destPath), standby);
+        await archiveGet(walName, resolve(io.cwd, destPath), standby, options.endOfArchive);
       } catch (error) {
         throw getFailure(error, standby);
       }
     });
 
-  const archiveGet = async (walName: string, dest: string, standby: boolean) => {
+  const archiveGet = async (walName: string, dest: string, standby: boolean, endOfArchive?: string) => {
     const prefetch = await import('../wal/prefetch.js');
     const spool = prefetch.spoolOf(io.cwd);
     const startPrefetcher = (requested: string) => prefetch.spawnPrefetcher({
@@ -92,7 +96,7 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
     await withContext(globals(), io, async ({policy, repo}) => {
       const identity = await requireIdentity(repo, policy.name);
       // On a standby a missing file is routine (it streams instead): no listing to tell a gap from the end.
-      await getWalFile(repo, walName, dest, {owner: identity, detectGap: !standby});
+      await getWalFile(repo, walName, dest, {owner: identity, detectGap: !standby, endOfArchive});
     });
     if (spool) await prefetch.planPrefetch(spool, walName, startPrefetcher);
   };

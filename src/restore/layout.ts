@@ -242,10 +242,11 @@ export function pgbkCommandPrefix(): string {
  * into place by the shell alone — about what `cp` costs, no Node start-up; the request is noted for the prefetcher.
  * Anything else goes to `pgbk archive-get`, whose exit code PostgreSQL then sees.
  */
-export function restoreCommandFor(policyFile: string): string {
+export function restoreCommandFor(policyFile: string, endOfArchive?: string): string {
   const spool = 'pg_wal/pgbk-spool';
+  const end = endOfArchive ? ` --end-of-archive ${endOfArchive}` : '';
   return `if [ -f ${spool}/%f ] && mv -f ${spool}/%f %p 2>/dev/null; then echo %f > ${spool}/.requested 2>/dev/null || :; ` +
-    `else ${pgbkCommandPrefix()} archive-get --policy ${shellWord(policyFile)} %f %p; fi`;
+    `else ${pgbkCommandPrefix()} archive-get --policy ${shellWord(policyFile)}${end} %f %p; fi`;
 }
 
 function shellWord(word: string): string {
@@ -257,7 +258,7 @@ async function writeRecoveryConfig(policy: Policy, plan: RestorePlan, dataDir: s
     await rm(join(dataDir, stale), {force: true});
   }
   await mkdir(join(dataDir, 'pg_wal', 'archive_status'), {recursive: true, mode: 0o700});
-  const restoreCommand = restoreCommandFor(policy.file);
+  const restoreCommand = restoreCommandFor(policy.file, plan.endOfArchive);
   const settings: Record<string, string> = {
     restore_command: restoreCommand,
     ...(recovery.standby ? {primary_conninfo: recovery.standby.primaryConninfo} : recoverySettings(plan.target)),

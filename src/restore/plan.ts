@@ -20,6 +20,11 @@ export interface RestorePlan {
   timeline?: number;
   /** Things the operator should know that do not stop the restore (printed on stderr). */
   warnings: string[];
+  /**
+   * The first missing segment of a gap that lies after the target: recovery never needs it, but PostgreSQL's
+   * read-ahead may ask for it, and archive-get must then answer "end of the archive" (1), not "gap" (126).
+   */
+  endOfArchive?: string;
 }
 
 export interface PlanOptions {
@@ -78,6 +83,8 @@ export function planRestore(catalog: BackupManifest[], target: Target, options: 
     walTo: options.window.lastSegment,
     timeline: branch?.timeline,
     warnings,
+    // checkWindow let a time, LSN or immediate target through: it lies before the gap.
+    ...(options.window.gap && ['time', 'lsn', 'immediate'].includes(target.kind) ? {endOfArchive: options.window.gap.missing} : {}),
   };
 }
 

@@ -21,6 +21,11 @@ export interface GetOptions {
    * segments of its timeline are archived). Costs one listing, only when the file is missing.
    */
   detectGap?: boolean;
+  /**
+   * A segment at or past this position (any timeline) that is missing is the end of the archive, not a gap: the
+   * restore put its target before a known gap, and PostgreSQL's read-ahead may still ask for what follows.
+   */
+  endOfArchive?: string;
   /** Attempts of the whole fetch (each S3 request also retries on its own). */
   attempts?: number;
   retryDelayMs?: number;
@@ -39,7 +44,8 @@ export async function getWalFile(repo: Repository, walFile: string, destPath: st
     try {
       const copies = await findArchived(repo, walFile);
       if (copies.length === 0) {
-        const later = options.detectGap ? await laterOnTimeline(repo, walFile) : undefined;
+        const pastEnd = options.endOfArchive !== undefined && /^[0-9A-F]{24}$/.test(walFile) && walFile.slice(8) >= options.endOfArchive.slice(8, 24);
+        const later = options.detectGap && !pastEnd ? await laterOnTimeline(repo, walFile) : undefined;
         if (later) {
           throw new WalGapError(
             `${walFile} is missing from the archive ${repo.description}, but later WAL of its timeline is there (${later}): a gap`,
