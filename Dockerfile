@@ -8,7 +8,7 @@
 # PG_MAJOR must match the servers being backed up: pg_dump and pg_basebackup refuse newer servers, and a
 # drill replays WAL with this version's postgres. Debian bookworm only ships 15, so the binaries come from
 # the PostgreSQL project's apt repository (apt.postgresql.org), which has every supported major.
-ARG NODE_IMAGE=node:20-bookworm-slim
+ARG NODE_IMAGE=node:24-bookworm-slim
 ARG PG_MAJOR=16
 
 # --- build: npm ci installs and compiles (the prepare script runs tsc), then drop the dev dependencies ---

@@ -438,6 +438,8 @@ async function main() {
   const cluster = makeCluster(dataDir, port);
   await cluster.start();
   log(`cluster ${dataDir} on port ${port}; policy ${policy}`);
+  const initialised = await pgbk(['init'], policy, {timeoutMs: 60_000});
+  log(initialised.stdout.trim());
 
   step(`pgbench -i -s ${SCALE}`);
   await cluster.psql('create database bench');
@@ -455,23 +457,27 @@ async function main() {
   // -------------------------------------------------------------------------------- archive-push latency
   step(`archive-push latency: ${PUSH_COUNT} segments of 16 MiB, each pushed by a fresh pgbk process`);
   try {
-    await pgbenchRun(QUICK ? 3 : 5);
-    const current = await cluster.psql('select pg_walfile_name(pg_current_wal_lsn())');
     const walDir = join(dataDir, 'pg_wal');
-    const sources = readdirSync(walDir).filter((n) => /^[0-9A-F]{24}$/.test(n) && n < current && statSync(join(walDir, n)).size === SEG).sort();
+    let sources = [];
+    for (let round = 0; round < 6 && sources.length < PUSH_COUNT; round++) {
+      await pgbenchRun(QUICK ? 3 : 5);
+      const current = await cluster.psql('select pg_walfile_name(pg_current_wal_lsn())');
+      sources = readdirSync(walDir).filter((n) => /^[0-9A-F]{24}$/.test(n) && n < current && statSync(join(walDir, n)).size === SEG).sort();
+    }
     if (sources.length === 0) throw new BenchError('no complete segment in pg_wal to copy');
     const pushDir = join(state.base, 'push');
     mkdirSync(pushDir);
     chownPg(pushDir);
     const files = [];
-    for (let i = 0; i < PUSH_COUNT; i++) {
-      // timeline 0000000A, log F0: never collides with the cluster's own WAL (and it goes to its own prefix)
-      const name = `0000000A000000F0${i.toString(16).toUpperCase().padStart(8, '0')}`;
-      copyFileSync(join(walDir, sources[(sources.length - 1 - i + sources.length * PUSH_COUNT) % sources.length]), join(pushDir, name));
+    // Real segments under their own names (archive-push checks each page header against the repository's
+    // cluster and the segment's position), pushed into a repository of their own.
+    for (const name of sources.slice(-PUSH_COUNT)) {
+      copyFileSync(join(walDir, name), join(pushDir, name));
       chownPg(join(pushDir, name));
       files.push(join(pushDir, name));
     }
     const pushPolicy = writePolicy('push', `${state.s3.prefix}/push`, url);
+    await pgbk(['init'], pushPolicy, {timeoutMs: 60_000});
     const times = [];
     const rss = [];
     for (const file of files) {

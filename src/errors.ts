@@ -139,3 +139,40 @@ export class RecoveryAbortError extends PgbkError {
   readonly code = 'wal.get-aborted';
   override readonly exitCode = 126;
 }
+
+/**
+ * The repository belongs to another database system, has no identity yet, or is not where the policy says (a
+ * missing mount). Nothing was written.
+ */
+export class RepositoryIdentityError extends PgbkError {
+  readonly code = 'repo.identity';
+  override readonly exitCode = 2;
+}
+
+/** archive-get: the WAL file is missing while later WAL of its timeline is archived (a hole in the archive). */
+export class WalGapError extends PgbkError {
+  readonly code = 'wal.gap';
+  override readonly exitCode = 126;
+}
+
+/** A WAL file in the repository (or handed to archive-push) belongs to another database system. */
+export class ForeignWalError extends PgbkError {
+  readonly code = 'wal.foreign';
+  override readonly exitCode = 126;
+}
+
+/** archive-get on a standby: whatever went wrong, exit 1 so the server falls back to streaming replication. */
+export class StandbyFallbackError extends PgbkError {
+  readonly code = 'wal.standby-fallback';
+}
+
+/** The local clock disagrees with the repository's (or a backup lies in the future): expire removes nothing. */
+export class ClockSkewError extends PgbkError {
+  readonly code = 'clock.skew';
+}
+
+/** The server is older than pgbk supports (see src/pg/version.ts). */
+export class UnsupportedServerError extends PgbkError {
+  readonly code = 'pg.unsupported-version';
+  override readonly exitCode = 2;
+}

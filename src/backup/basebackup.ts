@@ -8,9 +8,13 @@ import type {Policy} from '../policy/types.js';
 import {withClient} from '../pg/client.js';
 import {splitPassword} from '../pg/conninfo.js';
 import {nextXid, serverInfo, type ServerInfo} from '../pg/queries.js';
+import {checkServerVersion} from '../pg/version.js';
+import {redactUrl} from '../pg/conninfo.js';
 import {spawnPg, toolError} from '../pg/run.js';
-import {backupObjectKey} from '../storage/layout.js';
+import {backupObjectKey, parseWalObjectKey} from '../storage/layout.js';
+import {codecSuffix, decompressor} from '../util/codec.js';
 import type {Repository} from '../storage/repository.js';
+import {assertSameSystem, type RepositoryIdentity} from '../identity/identity.js';
 import {createProgress} from '../util/progress.js';
 import {findArchived} from '../wal/archive.js';
 import {formatLsn, type Lsn} from '../wal/lsn.js';
@@ -18,7 +22,7 @@ import {segmentName, segmentNameForLsn, lsnToSegmentNumber} from '../wal/name.js
 import {parseBackupLabel, parseManifestWalRanges, type BackupLabel} from './label.js';
 import {writeManifest, type BackupManifest} from './manifest.js';
 import {TarWatcher} from './tar-watch.js';
-import {ParallelGzip} from '../util/parallel-gzip.js';
+import {parallelCompressor} from '../util/parallel-gzip.js';
 import {claimBackupId} from './id.js';
 import {withOwner} from './owner.js';
 import {resolveBackupSource} from './source.js';
@@ -29,6 +33,8 @@ export interface BackupDeps {
   repo: Repository;
   now: () => Date;
   cancelSignal?: AbortSignal;
+  /** The repository's identity: a server of another database system is refused before anything is written. */
+  identity?: RepositoryIdentity;
   /** How long to wait for the backup's last WAL segment to reach the archive. */
   walWaitMs?: number;
 }
@@ -41,6 +47,7 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
   const started = deps.now();
   const server = await withClient(source.url, async (client) => {
     const info = await serverInfo(client);
+    checkServerVersion(info.versionNum, `the server at ${redactUrl(source.url)}`);
     const {rows} = await client.query(`select current_setting('archive_mode') as archive_mode, current_setting('wal_level') as wal_level`);
     if (rows[0].wal_level === 'minimal') {
       throw new PgServerError('wal_level is minimal: a base backup needs WAL', 'set wal_level = replica in postgresql.conf and restart');
@@ -56,6 +63,7 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     return info;
   });
 
+  if (deps.identity) assertSameSystem(deps.identity, server.systemId, 'the backup source', repo);
   const {id, owner} = await claimBackupId(repo, started);
   return withOwner(repo, owner, async () => {
     const watcher = new TarWatcher(new Set(['backup_label', 'backup_manifest']));
@@ -66,10 +74,11 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     ];
     if (server.inRecovery && source.primaryUrl) await prepareStandbyBackup(source.url, source.primaryUrl);
     const child = spawnPg('pg_basebackup', args, {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal, dieWithParent: true});
-    const tarKey = backupObjectKey(id, 'base.tar.gz');
+    const tarName = `base.tar${codecSuffix(policy.compression.codec)}`;
+    const tarKey = backupObjectKey(id, tarName);
     let stored;
-    // Compressed on every core (independent gzip members): one zlib stream would cap a backup at one core's speed.
-    const gzip = new ParallelGzip({level: policy.backup.compressionLevel});
+    // Compressed on every core (gzip members side by side, or zstd's worker threads): one stream would cap a backup at one core.
+    const gzip = parallelCompressor(policy.compression);
     const upload = repo.put(tarKey, gzip);
     upload.catch(() => undefined); // awaited below; a failure is handled there
     // A standby archiving itself (archive_mode = always) waits in pg_backup_stop() for the primary to switch WAL.
@@ -154,7 +163,7 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
       storedBytes: stored.sizeBytes,
       durationMs: finished.getTime() - started.getTime(),
       backupFrom: server.inRecovery ? 'standby' : 'primary',
-      objects: [{name: 'base.tar.gz', key: tarKey, sizeBytes: stored.sizeBytes, sha256: stored.sha256, compression: 'gzip'}],
+      objects: [{name: tarName, key: tarKey, sizeBytes: stored.sizeBytes, sha256: stored.sha256, compression: policy.compression.codec}],
     };
     await writeManifest(repo, manifest);
     return manifest;
@@ -170,9 +179,9 @@ async function waitForBackupHistory(repo: Repository, label: BackupLabel, server
   for (;;) {
     const [copy] = await findArchived(repo, name);
     if (copy) {
-      const {createGunzip} = await import('node:zlib');
-      const body = (await repo.get(copy.key)).pipe(createGunzip());
-      return parseBackupLabel(await text(body));
+      const stored = await repo.get(copy.key);
+      const decompress = decompressor(parseWalObjectKey(copy.key)?.codec ?? 'gzip');
+      return parseBackupLabel(await text(decompress ? stored.pipe(decompress) : stored));
     }
     if (Date.now() > deadline) return undefined;
     await new Promise((resolve) => setTimeout(resolve, 500));

@@ -5,9 +5,12 @@ import type {Policy} from '../policy/types.js';
 import {withClient} from '../pg/client.js';
 import {splitPassword} from '../pg/conninfo.js';
 import {serverInfo} from '../pg/queries.js';
+import {checkServerVersion} from '../pg/version.js';
+import {redactUrl} from '../pg/conninfo.js';
 import {spawnPg, toolError} from '../pg/run.js';
 import {backupObjectKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
+import {assertSameSystem, type RepositoryIdentity} from '../identity/identity.js';
 import {ChecksumVerifier} from '../util/streams.js';
 import {createProgress} from '../util/progress.js';
 import {claimBackupId} from './id.js';
@@ -19,6 +22,8 @@ export interface DumpDeps {
   repo: Repository;
   now: () => Date;
   cancelSignal?: AbortSignal;
+  /** The repository's identity: a server of another database system is refused before anything is written. */
+  identity?: RepositoryIdentity;
 }
 
 export async function runDump(deps: DumpDeps): Promise<BackupManifest> {
@@ -29,6 +34,8 @@ export async function runDump(deps: DumpDeps): Promise<BackupManifest> {
     const {rows} = await client.query('select current_database() as db');
     return {server: await serverInfo(client), database: rows[0].db as string};
   });
+  if (deps.identity) assertSameSystem(deps.identity, server.systemId, 'the database to dump', repo);
+  checkServerVersion(server.versionNum, `the server at ${redactUrl(policy.postgres.url)}`);
   const {id, owner} = await claimBackupId(repo, started);
   return withOwner(repo, owner, async () => {
     const key = backupObjectKey(id, 'dump.pgdump');

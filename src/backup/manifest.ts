@@ -2,9 +2,10 @@
 
 import {createHash} from 'node:crypto';
 import {text} from 'node:stream/consumers';
-import {BackupError, CorruptObjectError, ObjectNotFoundError, PreconditionFailedError} from '../errors.js';
+import {BackupError, CorruptObjectError, ObjectNotFoundError, PreconditionFailedError, RepositoryIdentityError} from '../errors.js';
 import {BACKUP_PREFIX, manifestKey, MANIFEST_NAME} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
+import type {Codec} from '../util/codec.js';
 
 export interface BackupObject {
   /** File name inside the backup's folder. */
@@ -12,7 +13,8 @@ export interface BackupObject {
   key: string;
   sizeBytes: number;
   sha256: string;
-  compression: 'gzip' | 'none';
+  /** The codec of the stored object (base backups: zstd or gzip; dumps: none, pg_dump compresses itself). */
+  compression: Codec;
 }
 
 export interface BackupManifest {
@@ -96,8 +98,42 @@ export async function readManifest(repo: Repository, backupId: string): Promise<
   return manifest;
 }
 
-/** Every complete backup (one with a manifest), oldest first. Backups without a manifest are skipped. */
-export async function readCatalog(repo: Repository, onSkip?: (key: string, error: Error) => void): Promise<BackupManifest[]> {
+export interface CatalogScope {
+  /** Dump policies: only dumps of this database (several dump policies may share a repository). */
+  database?: string;
+  /** Every backup whatever its database system, and no identity needed (pgbk init, adopting a repository). */
+  allSystems?: boolean;
+}
+
+/** What a policy sees of the catalog: a dump policy its own database's dumps. */
+export function catalogScopeOf(policy: {strategy: string; postgres: {url: string}}): CatalogScope {
+  if (policy.strategy !== 'dump') return {};
+  try {
+    const database = decodeURIComponent(new URL(policy.postgres.url).pathname.replace(/^\//, ''));
+    return database ? {database} : {};
+  } catch {
+    return {};
+  }
+}
+
+/**
+ * Every complete backup (one with a manifest) of the repository's database system, oldest first. Backups without
+ * a manifest are skipped; so are backups of another database system (an earlier pgbk let them in), reported
+ * through `onSkip`. A repository without an identity is refused (RepositoryIdentityError) unless `allSystems`.
+ */
+export async function readCatalog(repo: Repository, onSkip?: (key: string, error: Error) => void, scope: CatalogScope = {}): Promise<BackupManifest[]> {
+  let systemId: string | undefined;
+  if (!scope.allSystems) {
+    const {readIdentity} = await import('../identity/identity.js');
+    const identity = await readIdentity(repo);
+    if (!identity) {
+      throw new RepositoryIdentityError(
+        `${repo.description} is not an initialised pgbk repository (no identity.json)`,
+        'run "pgbk init --policy <policy>" with the server running; it adopts a repository made by an earlier pgbk after checking every backup in it',
+      );
+    }
+    systemId = identity.systemId;
+  }
   const ids: string[] = [];
   for await (const object of repo.list(BACKUP_PREFIX)) {
     const parts = object.key.slice(BACKUP_PREFIX.length).split('/');
@@ -106,7 +142,13 @@ export async function readCatalog(repo: Repository, onSkip?: (key: string, error
   const manifests: BackupManifest[] = [];
   for (const id of ids.sort()) {
     try {
-      manifests.push(await readManifest(repo, id));
+      const manifest = await readManifest(repo, id);
+      if (systemId !== undefined && manifest.systemId !== systemId) {
+        onSkip?.(manifestKey(id), new RepositoryIdentityError(`backup ${id} is of database system ${manifest.systemId}, the repository's is ${systemId}`));
+        continue;
+      }
+      if (scope.database !== undefined && manifest.kind === 'dump' && manifest.database !== scope.database) continue;
+      manifests.push(manifest);
     } catch (error) {
       if (error instanceof ObjectNotFoundError) continue; // expired while listing
       onSkip?.(manifestKey(id), error as Error);

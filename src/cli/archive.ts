@@ -4,7 +4,7 @@ import {existsSync} from 'node:fs';
 import {basename, dirname, join, resolve} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import type {Command} from 'commander';
-import {CorruptObjectError, RecoveryAbortError, RepositoryError} from '../errors.js';
+import {PgbkError, RecoveryAbortError, StandbyFallbackError, WalNameError, WalNotFoundError} from '../errors.js';
 import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
 
 export function registerArchiveCommands(program: Command, io: Io, globals: () => GlobalOptions): void {
@@ -16,26 +16,36 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
       const walFile = basename(walPath);
       (await import('../wal/name.js')).parseWalFileName(walFile);
       const ahead = await import('../wal/push-ahead.js');
-      const {resolvePolicyPath} = await import('../policy/locate.js');
-      const policyFile = resolvePolicyPath({policy: globals().policy, policiesDir: globals().policies, env: io.env, cwd: io.cwd});
+      const {loadPolicy} = await import('../policy/load.js');
+      const policy = await loadPolicy({policy: globals().policy, policiesDir: globals().policies, env: io.env, cwd: io.cwd});
+      const location = ahead.repositoryLocation(policy.repository);
       const markers = ahead.pushedDirOf(io.cwd);
       const startPusher = async () => {
         if (!markers || (await ahead.pusherRunning(markers))) return;
         if ((await ahead.readyBacklog(io.cwd, walFile)).length === 0) return;
         ahead.spawnPusher({execPath: process.execPath, script: pgbkScript(), cwd: io.cwd, policyArgs: policyArgs(globals())}, walFile);
       };
-      // Archived already by the background pusher, and this is the very file it archived.
-      if (markers && (await ahead.takePushedMarker(markers, walPath, walFile, policyFile))) {
-        await startPusher();
-        if (globals().json) printJson(io, {walFile, alreadyArchived: true, pushedAhead: true});
-        return;
-      }
-      const {pushWalFile} = await import('../wal/push.js');
-      await withContext(globals(), io, async ({policy, repo}) => {
-        const result = await pushWalFile(repo, walPath, {compressionLevel: policy.backup.compressionLevel});
+      const [{openRepository}, {requireIdentity}] = await Promise.all([import('../storage/open.js'), import('../identity/identity.js')]);
+      const repo = await openRepository(policy.repository);
+      try {
+        let identity: ReturnType<typeof requireIdentity> | undefined;
+        const identityOnce = () => (identity ??= requireIdentity(repo, policy.name));
+        // Archived already by the background pusher, into this repository, and this is the very file it archived.
+        // A local repository's identity is read too (cheap): a different repository mounted at the same path.
+        const local = policy.repository.url.startsWith('file://');
+        if (markers && (await ahead.takePushedMarker(markers, walPath, walFile, location, local ? async () => (await identityOnce()).repositoryId : undefined))) {
+          await startPusher();
+          if (globals().json) printJson(io, {walFile, alreadyArchived: true, pushedAhead: true});
+          return;
+        }
+        const {pushWalFile} = await import('../wal/push.js');
+        const result = await pushWalFile(repo, walPath, {compression: policy.compression, identity: identityOnce()});
         if (globals().json) printJson(io, result);
-        else if (result.alreadyArchived) io.stderr.write(`pgbk: warning: ${result.walFile} was already archived with the same content\n`);
-      });
+        else if (result.repaired) io.stderr.write(`pgbk: warning: the archived copy of ${result.walFile} was damaged (${result.repaired}); replaced it\n`);
+        else if (result.alreadyArchived) io.stderr.write(`pgbk: warning: ${result.walFile} was already archived with the same content (read back and verified)\n`);
+      } finally {
+        await repo.close();
+      }
       await startPusher();
     });
 
@@ -43,9 +53,11 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
     .description('internal: archive the .ready segments after <segment> of the data directory it runs in, in parallel')
     .argument('<segment>')
     .action(async (after: string) => {
-      const {runPusher} = await import('../wal/push-ahead.js');
+      const [{runPusher, repositoryLocation}, {requireIdentity}] = await Promise.all([import('../wal/push-ahead.js'), import('../identity/identity.js')]);
       await withContext(globals(), io, async ({policy, repo}) => {
-        await runPusher(repo, io.cwd, after, policy.file, {compressionLevel: policy.backup.compressionLevel});
+        const identity = await requireIdentity(repo, policy.name);
+        const binding = {repositoryId: identity.repositoryId, location: repositoryLocation(policy.repository)};
+        await runPusher(repo, io.cwd, after, binding, {compression: policy.compression, identity});
       });
     });
 
@@ -53,37 +65,41 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
     .description("fetch one WAL file (restore_command = 'pgbk archive-get --policy P %f %p')")
     .argument('<wal-name>', 'WAL file name (%f)')
     .argument('<dest-path>', 'where PostgreSQL wants it (%p)')
-    .action(async (walName: string, destPath: string) => {
+    .option('--end-of-archive <segment>', 'treat this segment and later ones as the end of the archive when missing (pgbk restore sets it for a target before a known gap)')
+    .action(async (walName: string, destPath: string, options: {endOfArchive?: string}) => {
       const {parseWalFileName} = await import('../wal/name.js');
       parseWalFileName(walName);
-      const dest = resolve(io.cwd, destPath);
-      const prefetch = await import('../wal/prefetch.js');
-      const spool = prefetch.spoolOf(io.cwd);
-      const startPrefetcher = (requested: string) => prefetch.spawnPrefetcher({
-        execPath: process.execPath, script: pgbkScript(), cwd: io.cwd,
-        policyArgs: policyArgs(globals()),
-      }, requested);
-      // Fetched ahead by the prefetcher and verified then: no repository access at all.
-      if (spool && (await prefetch.takeFromSpool(spool, walName, dest))) {
-        await prefetch.planPrefetch(spool, walName, startPrefetcher);
-        return;
+      if (options.endOfArchive !== undefined && parseWalFileName(options.endOfArchive).kind !== 'segment') {
+        throw new WalNameError(`--end-of-archive: not a WAL segment name: "${options.endOfArchive}"`);
       }
-      const {getWalFile} = await import('../wal/get.js');
-      await withContext(globals(), io, async ({repo}) => {
-        try {
-          await getWalFile(repo, walName, dest);
-        } catch (error) {
-          // A repository that cannot be read must not look like the end of the archive: PostgreSQL would stop
-          // recovery early, at the wrong point, and promote. Exit 126 aborts recovery instead. A standby falls
-          // back to streaming, so there "not available" (1) is the right answer.
-          if ((error instanceof RepositoryError || error instanceof CorruptObjectError) && !existsSync(join(io.cwd, 'standby.signal'))) {
-            throw new RecoveryAbortError(`${error.message}; aborting recovery rather than stopping short of the target`, error.hint, {cause: error});
-          }
-          throw error;
-        }
-      });
-      if (spool) await prefetch.planPrefetch(spool, walName, startPrefetcher);
+      const standby = existsSync(join(io.cwd, 'standby.signal'));
+      try {
+        await archiveGet(walName, resolve(io.cwd, destPath), standby, options.endOfArchive);
+      } catch (error) {
+        throw getFailure(error, standby);
+      }
     });
+
+  const archiveGet = async (walName: string, dest: string, standby: boolean, endOfArchive?: string) => {
+    const prefetch = await import('../wal/prefetch.js');
+    const spool = prefetch.spoolOf(io.cwd);
+    const startPrefetcher = (requested: string) => prefetch.spawnPrefetcher({
+      execPath: process.execPath, script: pgbkScript(), cwd: io.cwd,
+      policyArgs: policyArgs(globals()),
+    }, requested);
+    // Fetched ahead by the prefetcher and verified then (checksum and cluster): no repository access at all.
+    if (spool && (await prefetch.takeFromSpool(spool, walName, dest))) {
+      await prefetch.planPrefetch(spool, walName, startPrefetcher);
+      return;
+    }
+    const [{getWalFile}, {requireIdentity}] = await Promise.all([import('../wal/get.js'), import('../identity/identity.js')]);
+    await withContext(globals(), io, async ({policy, repo}) => {
+      const identity = await requireIdentity(repo, policy.name);
+      // On a standby a missing file is routine (it streams instead): no listing to tell a gap from the end.
+      await getWalFile(repo, walName, dest, {owner: identity, detectGap: !standby, endOfArchive});
+    });
+    if (spool) await prefetch.planPrefetch(spool, walName, startPrefetcher);
+  };
 
   program.command('archive-prefetch', {hidden: true})
     .description('internal: fetch the segments after <segment> into the spool of the data directory it runs in')
@@ -93,10 +109,27 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
       if (parseWalFileName(requested).kind !== 'segment') return;
       const {runPrefetcher, walSegmentSizeOf} = await import('../wal/prefetch.js');
       await withContext(globals(), io, async ({policy, repo}) => {
+        const {requireIdentity} = await import('../identity/identity.js');
+        const identity = await requireIdentity(repo, policy.name);
         const segmentSize = await walSegmentSizeOf(io.cwd, policy.postgres.binDir);
-        await runPrefetcher(repo, io.cwd, requested, {segmentSize});
+        await runPrefetcher(repo, io.cwd, requested, {segmentSize, owner: identity});
       });
     });
+}
+
+/**
+ * What archive-get's failure tells PostgreSQL. Exit 1 means "not archived": PostgreSQL then ends recovery and
+ * promotes, so it is kept for the true end of the archive. Anything else — the repository unreadable, a corrupt
+ * or foreign copy, a gap, an unusable policy, a local I/O error, a bug — aborts recovery (126) instead of letting
+ * it stop short of the target. A standby falls back to streaming, so there everything is 1.
+ */
+function getFailure(error: unknown, standby: boolean): unknown {
+  if (error instanceof WalNotFoundError || error instanceof WalNameError) return error;
+  const message = (error as Error)?.message ?? String(error);
+  const hint = error instanceof PgbkError ? error.hint : undefined;
+  if (standby) return new StandbyFallbackError(`${message} (standby: falling back to streaming)`, hint, {cause: error});
+  if (error instanceof PgbkError && error.exitCode >= 126) return error;
+  return new RecoveryAbortError(`${message}; aborting recovery rather than stopping short of the target`, hint, {cause: error});
 }
 
 function policyArgs(options: GlobalOptions): string[] {

@@ -9,11 +9,13 @@ export function registerBackupCommand(program: Command, io: Io, globals: () => G
     .description("take a backup now, of the policy strategy's kind; prints the backup id")
     .action(async () => {
       await withContext(globals(), io, async ({policy, repo}) => {
+        const {identityForBackup} = await import('../identity/init.js');
+        const identity = await identityForBackup(policy, repo, io.now());
         // One backup per policy at a time, scheduled or manual.
         const lock = await (await import('../backup/lock.js')).takeBackupLock(repo, policy, io.env, io.now);
         let manifest;
         try {
-          const deps = {policy, repo, now: io.now, cancelSignal: lock.signal};
+          const deps = {policy, repo, now: io.now, identity, cancelSignal: lock.signal};
           manifest = policy.strategy === 'dump'
             ? await (await import('../backup/dump.js')).runDump(deps)
             : await (await import('../backup/basebackup.js')).runBaseBackup(deps);

@@ -1,7 +1,7 @@
 // pgbk expire: apply the policy's retention (--dry-run: print what would go, remove nothing).
 
 import type {Command} from 'commander';
-import {readCatalog} from '../backup/manifest.js';
+import {readCatalog, catalogScopeOf} from '../backup/manifest.js';
 import {formatBytes} from '../util/progress.js';
 import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
 
@@ -17,8 +17,11 @@ export function registerExpireCommand(program: Command, io: Io, globals: () => G
       await withContext(globals(), io, async ({policy, repo}) => {
         const {planExpire} = await import('../retention/plan.js');
         const {applyExpire} = await import('../retention/apply.js');
-        const catalog = await readCatalog(repo, (key, error) => io.stderr.write(`pgbk: warning: skipping ${key}: ${error.message}\n`));
+        const catalog = await readCatalog(repo, (key, error) => io.stderr.write(`pgbk: warning: skipping ${key}: ${error.message}\n`), catalogScopeOf(policy));
         const now = io.now();
+        // Retention counts back from now: a clock that jumped would remove the point-in-time window.
+        const {checkClock} = await import('../retention/clock.js');
+        checkClock(now, {description: repo.description, time: await repo.serverTime()}, catalog);
         const plan = planExpire(catalog, policy.retention, now);
         const outcome = await applyExpire(plan, repo, {dryRun: Boolean(options.dryRun), now});
         if (globals().json) {

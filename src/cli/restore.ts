@@ -2,8 +2,8 @@
 
 import {Command, Option} from 'commander';
 import {NothingToRestoreError, TargetError, UsageError} from '../errors.js';
-import {readCatalog} from '../backup/manifest.js';
-import {planRestore, type RestorePlan} from '../restore/plan.js';
+import {readCatalog, catalogScopeOf} from '../backup/manifest.js';
+import type {RestorePlan} from '../restore/plan.js';
 import {describeTarget, parseTarget, targetToJson, type TargetOptions} from '../restore/target.js';
 import {formatBytes} from '../util/progress.js';
 import {redactUrl} from '../pg/conninfo.js';
@@ -39,9 +39,9 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
     .option('--to <dir>', 'data directory to create (physical strategies)')
     .option('--to-db <conninfo>', 'database to restore a dump into (dump strategy)')
     .option('--backup <id>', 'restore this backup instead of the newest one that finished before the target')
-    .addOption(new Option('--archive-mode <mode>', 'preserve: the restored server archives (its new timeline) with the original archive_command; off: it does not')
-      .choices(['preserve', 'off']).default('preserve'))
-    .option('--target-timeline <tli>', 'timeline to recover along: a number, current (the backup\'s) or latest (default)', 'latest')
+    .addOption(new Option('--archive-mode <mode>', 'off: the restored server does not archive (a side copy); preserve: once promoted it archives its new timeline into the repository with the original archive_command (a replacement primary)')
+      .choices(['preserve', 'off']).default('off'))
+    .option('--target-timeline <tli>', 'timeline to recover along: a number, current (the backup\'s) or latest (the most recently archived); default: the one the policy\'s server is on, else the most recently archived')
     .option('--start', 'start the restored server, wait until it reaches the target and is promoted')
     .addOption(new Option('--port <n>', 'port for --start').default('5432'))
     .option('--timeout <seconds>', 'with --start: how long to wait for recovery', '3600')
@@ -55,8 +55,8 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         const {checkStandbyOptions} = await import('../replica/restore.js');
         checkStandbyOptions(options, target);
       }
-      const timeline = options.targetTimeline ?? 'latest';
-      if (!/^(latest|current|[1-9]\d{0,9})$/.test(timeline)) {
+      const timeline = options.targetTimeline;
+      if (timeline !== undefined && !/^(latest|current|[1-9]\d{0,9})$/.test(timeline)) {
         throw new TargetError(`--target-timeline "${timeline}" is not a timeline`, 'give a timeline number (as in pgbk list), current or latest');
       }
       if (options.to && options.toDb) throw new UsageError('give either --to (physical backups) or --to-db (dumps), not both');
@@ -71,24 +71,28 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         if (!options.to) throw new UsageError(`policy ${policy.name} uses the ${policy.strategy} strategy: restore with --to <dir>`);
         const {checkDestination, layOutDataDirectory} = await import('../restore/layout.js');
         // Check everything before writing anything.
-        const state = await checkDestination(options.to, Boolean(options.force));
         const catalog = await readCatalog(repo);
-        const {computeWindow} = await import('../restore/window.js');
-        const window = await computeWindow(repo, catalog, {binDir: policy.postgres.binDir, commitTimes: target.kind === 'time'});
-        const plan = planRestore(catalog, target, {backupId: options.backup, window});
+        const state = await checkDestination(options.to, Boolean(options.force), {repo, policy, catalog});
+        const {prepareRestore} = await import('../restore/prepare.js');
+        const {choice, plan} = await prepareRestore(repo, policy, catalog, target, {
+          targetTimeline: timeline, backupId: options.backup, commitTimes: target.kind === 'time' || target.kind === 'latest', standby: Boolean(options.standby),
+        });
+        for (const warning of plan.warnings) io.stderr.write(`pgbk: warning: ${warning}\n`);
+        if (!globals().json && !options.standby) io.stdout.write(`timeline: ${choice.timeline} (${choice.reason})\n`);
         if (options.dryRun) {
-          renderPlan(plan, options.to, io, globals().json);
+          renderPlan(plan, options.to, io, globals().json, choice);
           return;
         }
         const standby = options.standby ? (await import('../replica/restore.js')).standbyRecovery(policy, options.primaryConninfo, io) : undefined;
-        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: timeline, archiveMode: options.archiveMode ?? 'preserve', ...(standby ? {standby} : {})});
+        const archiveMode = options.archiveMode ?? 'off';
+        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: standby ? 'latest' : String(choice.timeline), archiveMode, ...(standby ? {standby} : {})});
         let started;
         if (options.start) {
           const {startRestored} = await import('../restore/start.js');
           started = await startRestored({dataDir: layout.dataDir, port, binDir: policy.postgres.binDir, timeoutMs: Number(options.timeout) * 1000});
         }
         if (globals().json) {
-          printJson(io, {backup: plan.backup.id, target: targetToJson(target), dataDir: layout.dataDir, fetchedBytes: layout.fetchedBytes, fetchMs: layout.fetchMs, started: started ?? null,
+          printJson(io, {backup: plan.backup.id, target: targetToJson(target), timeline: standby ? null : {timeline: choice.timeline, reason: choice.reason}, archiveMode, dataDir: layout.dataDir, fetchedBytes: layout.fetchedBytes, fetchMs: layout.fetchMs, started: started ?? null,
             ...(standby ? {standby: {primaryConninfo: standby.primaryConninfoShown}} : {})});
           return;
         }
@@ -98,6 +102,9 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
           return;
         }
         io.stdout.write(`target: ${describeTarget(target)}\n`);
+        io.stdout.write(archiveMode === 'off'
+          ? 'archiving: off (a side copy: it never archives into the repository; give --archive-mode preserve for a replacement primary)\n'
+          : 'archiving: preserve (once promoted, the server archives its new timeline into the repository)\n');
         if (started) {
           io.stdout.write(`server started on port ${started.port} and promoted${started.newTimeline ? ` on timeline ${started.newTimeline}` : ''}\n`);
           if (started.stoppedAt) io.stdout.write(`point reached: ${started.stoppedAt}\n`);
@@ -110,8 +117,9 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
     });
 }
 
-function renderPlan(plan: RestorePlan, to: string, io: Io, json?: boolean): void {
+function renderPlan(plan: RestorePlan, to: string, io: Io, json: boolean | undefined, choice: {timeline: number; reason: string}): void {
   const value = {
+    timeline: {timeline: choice.timeline, reason: choice.reason}, warnings: plan.warnings,
     backup: plan.backup.id, backupStopTime: plan.backup.stopTime, backupStopLsn: plan.backup.stopLsn,
     target: targetToJson(plan.target), to, fetchBytes: plan.fetchBytes, walFrom: plan.walFrom, walTo: plan.walTo ?? null,
   };
@@ -124,7 +132,7 @@ function renderPlan(plan: RestorePlan, to: string, io: Io, json?: boolean): void
     `  backup:  ${plan.backup.id} (consistent from ${plan.backup.stopTime}, LSN ${plan.backup.stopLsn}, timeline ${plan.backup.timeline})`,
     `  fetch:   ${formatBytes(plan.fetchBytes)} of backup into ${to}`,
     `  WAL:     from ${plan.walFrom}${plan.walTo ? ` up to ${plan.walTo} at most` : ''}, fetched by restore_command as recovery needs it`,
-    `  target:  ${describeTarget(plan.target)}, then promote`,
+    `  target:  ${describeTarget(plan.target)} along timeline ${choice.timeline}, then promote`,
     '',
   ].join('\n'));
 }
@@ -134,7 +142,7 @@ async function restoreDumpCommand(options: RestoreOptions, target: ReturnType<ty
   if (target.kind !== 'latest' && target.kind !== 'time') {
     throw new TargetError(`a dump can be restored by time only, not to ${describeTarget(target)}`, 'use --target-time or --latest');
   }
-  const dumps = (await readCatalog(repo)).filter((backup) => backup.kind === 'dump');
+  const dumps = (await readCatalog(repo, undefined, catalogScopeOf(policy))).filter((backup) => backup.kind === 'dump');
   if (dumps.length === 0) throw new NothingToRestoreError('the repository holds no dump', 'take one with "pgbk backup"');
   const chosen = options.backup
     ? dumps.find((dump) => dump.id === options.backup)

@@ -40,7 +40,7 @@ export async function runDemo(io: Io, keep: boolean): Promise<void> {
   const runPgbk = async (args: string[]) => {
     say(`$ pgbk ${args.join(' ')} --policy ${policyFile}`);
     const {file, args: argv} = pgbkArgv(args);
-    const result = await asOwner(file, argv, {env: {AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true'}}).catch((error) => {
+    const result = await asOwner(file, argv).catch((error) => {
       throw new DemoError(`pgbk ${args[0]} failed:\n${error.stderr ?? ''}${error.stdout ?? ''}`);
     });
     if (result.stdout) say(result.stdout.replace(/^/gm, '  '));
@@ -73,8 +73,10 @@ export async function runDemo(io: Io, keep: boolean): Promise<void> {
     say('   postgresql.conf gets:');
     for (const line of conf.slice(3, 6)) say(`     ${line}`);
     await writeFile(join(dataDir, 'postgresql.conf'), `${await readFile(join(dataDir, 'postgresql.conf'), 'utf8')}\n${conf.join('\n')}`);
-    await asOwner(join(binDir, 'pg_ctl'), ['-D', dataDir, '-l', join(base, 'server.log'), '-w', 'start'], {env: {AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true'}});
+    await asOwner(join(binDir, 'pg_ctl'), ['-D', dataDir, '-l', join(base, 'server.log'), '-w', 'start']);
     started.push(dataDir);
+    say('\n   the repository learns which cluster it belongs to:');
+    await runPgbk(['init']);
     const pg = (await import('pg')).default;
     const db = new pg.Client({connectionString: url});
     await db.connect();

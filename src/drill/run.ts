@@ -5,7 +5,7 @@ import {createHash} from 'node:crypto';
 import {readFile} from 'node:fs/promises';
 import type {Client} from 'pg';
 import {PgbkError, TargetError} from '../errors.js';
-import {readCatalog, type BackupManifest} from '../backup/manifest.js';
+import {readCatalog, catalogScopeOf, type BackupManifest} from '../backup/manifest.js';
 import type {Policy} from '../policy/types.js';
 import {redactUrl, splitPassword, withDatabase} from '../pg/conninfo.js';
 import {planRestore, type RestorePlan} from '../restore/plan.js';
@@ -107,15 +107,16 @@ async function drillPhysical(drill: Drill): Promise<void> {
     progress(`heartbeat written on the source at ${heartbeatAt} and archived`);
   }
   const catalog = await readCatalog(repo, (key, error) => drill.fail(`backup ${key} is unreadable: ${error.message}`));
-  const {computeWindow} = await import('../restore/window.js');
-  const window = await computeWindow(repo, catalog, {binDir: policy.postgres.binDir, commitTimes: true});
+  const {chooseBranchAndWindow} = await import('../restore/prepare.js');
+  const {choice, window} = await chooseBranchAndWindow(repo, policy, catalog, {commitTimes: true});
+  progress(`timeline ${choice.timeline} (${choice.reason})`);
   checkContinuity(drill, window, catalog);
 
   const target = chooseTarget(drill, window);
   // latest: the moment the drill looked at the archive (after the heartbeat, if any) — what an incident then would get.
   const micros = target.kind === 'time' ? targetMicros(target) : BigInt(drill.options.now().getTime()) * 1000n;
   report.target.time = formatMicros(micros);
-  const plan = makePlan(catalog, target, window);
+  const plan = await makePlan(drill, catalog, target, window);
   report.backupId = plan.backup.id;
   report.phases.planMs = Math.round(drill.elapsedMs());
   progress(`drill ${drill.id}: restoring backup ${plan.backup.id} to ${describeTarget(target)}`);
@@ -154,17 +155,14 @@ function chooseTarget(drill: Drill, window: RecoverableWindow): Target & {kind: 
   return randomTargetIn(window, drill.options.random);
 }
 
-function makePlan(catalog: BackupManifest[], target: Target, window: RecoverableWindow): RestorePlan {
-  try {
-    return planRestore(catalog, target, {window});
-  } catch (error) {
-    // A gap cuts the window short: a drill to a given time beyond it still tries, so that PostgreSQL shows the
-    // failure (the continuity check has already named the missing segment).
-    if (error instanceof TargetError && window.gap && target.kind === 'time') {
-      return planRestore(catalog, target, {window: {...window, latestTime: undefined, lastSegment: undefined}});
-    }
-    throw error;
-  }
+async function makePlan(drill: Drill, catalog: BackupManifest[], target: Target, window: RecoverableWindow): Promise<RestorePlan> {
+  // A target past a gap is refused (exit 2) like a restore: PostgreSQL would stop at the gap, not at the target.
+  const plan = planRestore(catalog, target, {window});
+  if (plan.backup.id === window.fromBackup) return plan;
+  const {policy, repo} = drill.options;
+  const {computeWindow} = await import('../restore/window.js');
+  const own = await computeWindow(repo, [plan.backup], {binDir: policy.postgres.binDir, commitTimes: true, branch: window.branch});
+  return planRestore(catalog, target, {backupId: plan.backup.id, window: own});
 }
 
 const PROMOTED_RE = /archive recovery complete|selected new timeline ID/;
@@ -175,7 +173,7 @@ async function restoreAndCheck(drill: Drill, plan: RestorePlan, dirs: ScratchDir
   const {layOutDataDirectory} = await import('../restore/layout.js');
   let layout;
   try {
-    layout = await layOutDataDirectory(repo, policy, plan, dirs.dataDir, 'absent', {targetTimeline: 'latest', archiveMode: 'off'});
+    layout = await layOutDataDirectory(repo, policy, plan, dirs.dataDir, 'absent', {targetTimeline: String(plan.timeline ?? 'latest'), archiveMode: 'off'});
   } catch (error) {
     throw new Error(`${(error as Error).message}${await diagnoseBackupObjects(repo, plan.backup)}`, {cause: error});
   }
@@ -333,7 +331,7 @@ function round(value: number): number {
 async function drillDump(drill: Drill): Promise<void> {
   const {policy, repo, progress} = drill.options;
   const {report} = drill;
-  const dumps = (await readCatalog(repo)).filter((backup) => backup.kind === 'dump');
+  const dumps = (await readCatalog(repo, undefined, catalogScopeOf(policy))).filter((backup) => backup.kind === 'dump');
   if (dumps.length === 0) {
     const {NothingToRestoreError} = await import('../errors.js');
     throw new NothingToRestoreError('the repository holds no dump', 'take one with "pgbk backup"');

@@ -60,11 +60,12 @@ export async function createReplicaFromBackup(request: CreateReplicaRequest, dep
 
   // keep_data: Patroni leaves the directory as it was; pgbk has no delta restore, so its contents are replaced
   // (never while a postmaster runs there: checkDestination refuses).
-  const state = await checkDestination(request.datadir, true);
+  const state = await checkDestination(request.datadir, true, {repo, policy, catalog: base});
   const plan: RestorePlan = {
     backup, target: {kind: 'latest'},
     fetchBytes: backup.objects.reduce((sum, object) => sum + object.sizeBytes, 0),
     walFrom: backup.walStart!,
+    warnings: [],
   };
   const layout = await layOutDataDirectory(repo, policy, plan, request.datadir, state, {targetTimeline: 'latest', archiveMode: 'preserve'});
   await leaveRecoveryToPatroni(layout.dataDir);

@@ -4,9 +4,9 @@ import type {Client} from 'pg';
 import {PgServerError} from '../errors.js';
 import {redactUrl} from './conninfo.js';
 
-export async function withClient<T>(url: string, work: (client: Client) => Promise<T>): Promise<T> {
+export async function withClient<T>(url: string, work: (client: Client) => Promise<T>, options: {connectTimeoutMs?: number} = {}): Promise<T> {
   const pg = (await import('pg')).default;
-  const client = new pg.Client({connectionString: url, connectionTimeoutMillis: 10_000, application_name: 'pgbk'});
+  const client = new pg.Client({connectionString: url, connectionTimeoutMillis: options.connectTimeoutMs ?? 10_000, application_name: 'pgbk'});
   try {
     await client.connect();
   } catch (error) {

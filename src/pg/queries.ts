@@ -44,5 +44,14 @@ export async function nextXid(client: Client): Promise<string> {
   return rows[0].xid;
 }
 
-
-
+/**
+ * The timeline the server is on now: a primary's current WAL file (pg_control_checkpoint() lags a promotion until
+ * the next checkpoint), a standby's last checkpoint.
+ */
+export async function currentTimeline(client: Client): Promise<{timeline: number; systemId: string}> {
+  const {rows} = await client.query(`
+    select (select system_identifier::text from pg_control_system()) as system_id,
+           case when pg_is_in_recovery() then (select timeline_id from pg_control_checkpoint())
+                else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end as timeline`);
+  return {timeline: Number(rows[0].timeline), systemId: rows[0].system_id};
+}

@@ -1,11 +1,12 @@
 // Locates a policy file, reads it, expands ${ENV}, validates it and returns a frozen Policy.
 
+import {assertWritable, defaultCompression, LEVELS, type Compression} from '../util/codec.js';
 import {readFile, stat} from 'node:fs/promises';
 import {basename} from 'node:path';
 import {isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode} from 'yaml';
 import {PolicyError} from '../errors.js';
 import {parseDuration} from './duration.js';
-import {policySchema, STRATEGY_OBJECTIVES} from './schema.js';
+import {policySchema, STRATEGY_OBJECTIVES, type PolicyDocument} from './schema.js';
 import type {Policy} from './types.js';
 import {resolvePolicyPath, type PolicyLookup} from './locate.js';
 
@@ -85,10 +86,8 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
       rpoSeconds: parseDuration(value.objectives?.rpo ?? defaults.rpo)!,
       rtoSeconds: parseDuration(value.objectives?.rto ?? defaults.rto)!,
     },
-    backup: {
-      checkpoint: value.backup?.checkpoint ?? 'fast',
-      compressionLevel: value.backup?.compression_level ?? 1,
-    },
+    backup: {checkpoint: value.backup?.checkpoint ?? 'fast'},
+    compression: compressionOf(value, file),
     dump: {tables: value.dump?.tables ?? []},
     ...(value.patroni ? {patroni: {
       restApi: value.patroni.rest_api.map((url) => url.replace(/\/+$/, '')),
@@ -157,4 +156,21 @@ function deepFreeze<T>(value: T): T {
     Object.freeze(value);
   }
   return value;
+}
+
+/** `compression: {codec, level}`; the deprecated `backup.compression_level` alone means gzip at that level. */
+function compressionOf(value: PolicyDocument, file: string): Compression {
+  const section = value.compression;
+  if (!section) {
+    if (value.backup?.compression_level !== undefined) return {codec: 'gzip', level: Math.max(1, value.backup.compression_level)};
+    return defaultCompression();
+  }
+  const codec = section.codec ?? defaultCompression().codec;
+  assertWritable(codec, `${file}: compression.codec`);
+  const range = LEVELS[codec];
+  const level = section.level ?? range.default;
+  if (level < range.min || level > range.max) {
+    throw new PolicyError(`${file}: compression.level: ${level} is out of range for ${codec} (${range.min}..${range.max})`);
+  }
+  return {codec, level};
 }

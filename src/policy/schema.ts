@@ -54,7 +54,12 @@ export const policySchema = z.strictObject({
   objectives: z.strictObject({rpo: duration.optional(), rto: duration.optional()}).optional(),
   backup: z.strictObject({
     checkpoint: z.enum(['fast', 'spread']).optional(),
+    /** Deprecated: the gzip level before `compression:` existed (means codec gzip at this level). */
     compression_level: z.number().int().min(0).max(9).optional(),
+  }).optional(),
+  compression: z.strictObject({
+    codec: z.enum(['zstd', 'gzip', 'none']).optional(),
+    level: z.number().int().optional(),
   }).optional(),
   dump: z.strictObject({tables: z.array(z.string().min(1)).optional()}).optional(),
   patroni: z.strictObject({

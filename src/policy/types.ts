@@ -1,5 +1,7 @@
 // The validated, normalized policy every command works from.
 
+import type {Compression} from '../util/codec.js';
+
 export type Strategy = 'dump' | 'pitr' | 'replica' | 'patroni';
 
 export interface RepositoryConfig {
@@ -34,9 +36,9 @@ export interface Policy {
   backup: {
     /** pg_basebackup --checkpoint: fast starts at once, spread eases the I/O load on the server. */
     checkpoint: 'fast' | 'spread';
-    /** gzip level for base backups and WAL (1 = fastest). */
-    compressionLevel: number;
   };
+  /** Codec and level of new WAL and base backup objects (each object records its own, so old ones stay readable). */
+  compression: Compression;
   dump: {tables: string[]};
   /** patroni strategy: where the cluster's REST API answers, and how far behind a replica may be to serve backups. */
   patroni?: PatroniConfig;

@@ -1,14 +1,17 @@
 // Lays out a data directory from a base backup: fetch, verify, unpack, then the recovery settings.
 
-import {chown, mkdir, readdir, rm, stat, writeFile, appendFile, lstat} from 'node:fs/promises';
-import {join, resolve, dirname} from 'node:path';
+import {chown, mkdir, readdir, readFile, realpath, rm, stat, writeFile, appendFile, lstat} from 'node:fs/promises';
+import {endianness, homedir, userInfo} from 'node:os';
+import {join, resolve, dirname, relative, isAbsolute} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {pipeline} from 'node:stream/promises';
-import {createGunzip} from 'node:zlib';
+import {decompressor, isCodecDataError} from '../util/codec.js';
 import {execa} from 'execa';
 import {CorruptObjectError, DestinationError, ObjectNotFoundError, RestoreError} from '../errors.js';
 import type {Policy} from '../policy/types.js';
 import type {Repository} from '../storage/repository.js';
+import type {BackupManifest} from '../backup/manifest.js';
+import {findArchived} from '../wal/archive.js';
 import {ChecksumVerifier} from '../util/streams.js';
 import {createProgress} from '../util/progress.js';
 import {isRoot} from '../pg/owner.js';
@@ -16,26 +19,127 @@ import {postmasterPid} from '../pg/postmaster.js';
 import type {RestorePlan} from './plan.js';
 import {describeTarget, quoteConfValue, recoverySettings} from './target.js';
 
-/** Refuses a non-empty destination unless forced; refuses always when a server runs there. */
-export async function checkDestination(dir: string, force: boolean): Promise<'absent' | 'empty' | 'non-empty'> {
+/** What --force needs to tell this repository's cluster from anything else. */
+export interface DestinationGuard {
+  repo: Repository;
+  policy: Policy;
+  catalog: BackupManifest[];
+}
+
+/**
+ * Refuses a non-empty destination unless forced; refuses always when a server runs there, and anything inside (or
+ * holding) a file:// repository. --force replaces only a stopped data directory of this repository's cluster
+ * (PG_VERSION, and the system identifier in global/pg_control equal to the backups'), never `/` or a home directory,
+ * and not while its pg_wal holds .ready segments the archive lacks. Nothing is touched here.
+ */
+export async function checkDestination(dir: string, force: boolean, guard?: DestinationGuard): Promise<'absent' | 'empty' | 'non-empty'> {
+  const path = resolve(dir);
+  const repoRoot = guard ? localRepositoryRoot(guard.policy.repository.url) : undefined;
   let entries: string[];
+  let real: string;
   try {
-    const info = await stat(dir);
+    const info = await stat(path);
     if (!info.isDirectory()) throw new DestinationError(`--to ${dir} exists and is not a directory`);
-    entries = await readdir(dir);
+    real = await realpath(path);
+    entries = await readdir(path);
   } catch (error) {
-    if ((error as NodeJS.ErrnoException).code === 'ENOENT') return 'absent';
+    if ((error as NodeJS.ErrnoException).code === 'ENOENT') {
+      if (repoRoot) await refuseRepositoryOverlap(dir, path, repoRoot);
+      return 'absent';
+    }
     throw error instanceof DestinationError ? error : new DestinationError(`--to ${dir}: ${(error as Error).message}`);
   }
+  if (real === '/') throw new DestinationError(`${force ? '--force refuses to replace' : 'refusing'} --to ${dir}: it is the root directory`, 'restore into a new or empty directory');
+  if (repoRoot) await refuseRepositoryOverlap(dir, real, repoRoot);
   if (entries.length === 0) return 'empty';
-  const pid = await postmasterPid(dir);
+  const pid = await postmasterPid(path);
   if (pid !== undefined) {
     throw new DestinationError(`--to ${dir} belongs to a running PostgreSQL server (pid ${pid})`, 'stop that server first; pgbk never overwrites a running cluster');
   }
   if (!force) {
-    throw new DestinationError(`--to ${dir} is not empty (${entries.length} entries)`, 'give an empty or new directory, or --force to replace its contents');
+    throw new DestinationError(`--to ${dir} is not empty (${entries.length} entries)`, 'give an empty or new directory, or --force to replace a stopped data directory of this cluster');
+  }
+  for (const home of await homeDirectories()) {
+    if (home.path === real || isInside(home.path, real)) {
+      throw new DestinationError(`--force refuses to replace --to ${dir}: ${home.path === real ? 'it is' : 'it holds'} the home directory of ${home.user} (${home.path})`,
+        'restore into a new or empty directory');
+    }
+  }
+  if (!guard) return 'non-empty';
+  const notData = `--force replaces only a stopped data directory of this repository's cluster`;
+  if (!entries.includes('PG_VERSION')) {
+    throw new DestinationError(`--force refuses to replace --to ${dir}: it is not a PostgreSQL data directory (no PG_VERSION)`, `${notData}; restore into a new or empty directory`);
+  }
+  const systemId = await readSystemIdentifier(path);
+  const expected = [...new Set(guard.catalog.filter((backup) => backup.kind === 'base').map((backup) => backup.systemId))];
+  if (systemId === undefined) {
+    throw new DestinationError(`--force refuses to replace --to ${dir}: global/pg_control is missing or unreadable, so it cannot be told to belong to this cluster`, notData);
+  }
+  if (!expected.includes(systemId)) {
+    throw new DestinationError(`--force refuses to replace --to ${dir}: it is the data directory of another cluster (system identifier ${systemId}; the backups in ${guard.repo.description} are of ${expected.join(', ') || 'no cluster'})`, notData);
+  }
+  const unarchived = await unarchivedReadySegments(path, guard.repo);
+  if (unarchived.length > 0) {
+    const shown = unarchived.slice(0, 10).join(', ') + (unarchived.length > 10 ? ` and ${unarchived.length - 10} more` : '');
+    throw new DestinationError(`--force refuses to replace --to ${dir}: its pg_wal holds ${unarchived.length} segment(s) marked .ready that are not in the archive: ${shown}`,
+      `they hold WAL nobody archived: start that server so it archives them (or push each with pgbk archive-push --policy ${guard.policy.name} ${join(path, 'pg_wal')}/<segment>), then retry`);
   }
   return 'non-empty';
+}
+
+function isInside(child: string, parent: string): boolean {
+  const rel = relative(parent, child);
+  return rel !== '' && !rel.startsWith('..') && !isAbsolute(rel);
+}
+
+function localRepositoryRoot(url: string): string | undefined {
+  if (!url.startsWith('file://')) return undefined;
+  try {
+    return fileURLToPath(url);
+  } catch {
+    return undefined;
+  }
+}
+
+async function refuseRepositoryOverlap(dir: string, path: string, repoRoot: string): Promise<void> {
+  const root = await realpath(repoRoot).catch(() => resolve(repoRoot));
+  if (root === path || isInside(root, path) || isInside(path, root)) {
+    throw new DestinationError(`--to ${dir} ${root === path ? 'is' : isInside(root, path) ? 'holds' : 'is inside'} the repository ${root}`,
+      'restore outside the repository directory');
+  }
+}
+
+/** Home directories of every user in /etc/passwd and of the current one (those that exist). */
+async function homeDirectories(): Promise<Array<{user: string; path: string}>> {
+  const homes: Array<{user: string; path: string}> = [{user: userInfo().username, path: homedir()}];
+  const passwd = await readFile('/etc/passwd', 'utf8').catch(() => '');
+  for (const line of passwd.split('\n')) {
+    const fields = line.split(':');
+    if (fields.length >= 6 && fields[5]!.startsWith('/')) homes.push({user: fields[0]!, path: fields[5]!});
+  }
+  const resolved: Array<{user: string; path: string}> = [];
+  for (const home of homes) {
+    const path = await realpath(home.path).catch(() => undefined);
+    if (path) resolved.push({user: home.user, path});
+  }
+  return resolved;
+}
+
+/** The system identifier at the start of global/pg_control (a uint64 in the machine's byte order). */
+export async function readSystemIdentifier(dataDir: string): Promise<string | undefined> {
+  const bytes = await readFile(join(dataDir, 'global', 'pg_control')).catch(() => undefined);
+  if (!bytes || bytes.length < 8) return undefined;
+  return (endianness() === 'LE' ? bytes.readBigUInt64LE(0) : bytes.readBigUInt64BE(0)).toString();
+}
+
+async function unarchivedReadySegments(dataDir: string, repo: Repository): Promise<string[]> {
+  const names = await readdir(join(dataDir, 'pg_wal', 'archive_status')).catch(() => [] as string[]);
+  const missing: string[] = [];
+  for (const name of names.filter((entry) => entry.endsWith('.ready')).sort()) {
+    const walFile = name.slice(0, -'.ready'.length);
+    if ((await findArchived(repo, walFile)).length === 0) missing.push(walFile);
+  }
+  return missing;
 }
 
 
@@ -100,13 +204,14 @@ async function unpackObjects(repo: Repository, plan: RestorePlan, dataDir: strin
     const verifier = new ChecksumVerifier(object.sha256, object.key);
     verifier.on('data', () => progress.update(verifier.bytes));
     const tar = execa('tar', ['-x', '-f', '-', '-C', dataDir], {stdin: 'pipe', buffer: {stdout: false, stderr: true}, stdout: 'ignore'});
-    const stages = object.compression === 'gzip' ? [body, verifier, createGunzip(), tar.stdin!] : [body, verifier, tar.stdin!];
+    const decompress = decompressor(object.compression);
+    const stages = decompress ? [body, verifier, decompress, tar.stdin!] : [body, verifier, tar.stdin!];
     const [streamed, unpacked] = await Promise.allSettled([pipeline(stages as never), tar]);
     if (streamed.status === 'rejected') {
       const reason = streamed.reason as NodeJS.ErrnoException;
       if (reason instanceof CorruptObjectError) throw reason;
-      if (reason?.code === 'Z_DATA_ERROR' || reason?.code === 'Z_BUF_ERROR') {
-        throw new CorruptObjectError(`backup object ${object.key} is not valid gzip data: ${reason.message}`,
+      if (isCodecDataError(reason)) {
+        throw new CorruptObjectError(`backup object ${object.key} is not valid ${object.compression} data: ${reason.message}`,
           'the stored backup is damaged; restore from another backup (pgbk list, --backup <id>) and run pgbk verify');
       }
     }
@@ -132,6 +237,18 @@ export function pgbkCommandPrefix(): string {
   return `${shellWord(process.execPath)} ${shellWord(binScript)}`;
 }
 
+/**
+ * restore_command: a segment the prefetcher already fetched and verified (checksum, cluster) into the spool is moved
+ * into place by the shell alone — about what `cp` costs, no Node start-up; the request is noted for the prefetcher.
+ * Anything else goes to `pgbk archive-get`, whose exit code PostgreSQL then sees.
+ */
+export function restoreCommandFor(policyFile: string, endOfArchive?: string): string {
+  const spool = 'pg_wal/pgbk-spool';
+  const end = endOfArchive ? ` --end-of-archive ${endOfArchive}` : '';
+  return `if [ -f ${spool}/%f ] && mv -f ${spool}/%f %p 2>/dev/null; then echo %f > ${spool}/.requested 2>/dev/null || :; ` +
+    `else ${pgbkCommandPrefix()} archive-get --policy ${shellWord(policyFile)}${end} %f %p; fi`;
+}
+
 function shellWord(word: string): string {
   return /^[A-Za-z0-9_./:=@%+-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
@@ -141,7 +258,7 @@ async function writeRecoveryConfig(policy: Policy, plan: RestorePlan, dataDir: s
     await rm(join(dataDir, stale), {force: true});
   }
   await mkdir(join(dataDir, 'pg_wal', 'archive_status'), {recursive: true, mode: 0o700});
-  const restoreCommand = `${pgbkCommandPrefix()} archive-get --policy ${shellWord(policy.file)} %f %p`;
+  const restoreCommand = restoreCommandFor(policy.file, plan.endOfArchive);
   const settings: Record<string, string> = {
     restore_command: restoreCommand,
     ...(recovery.standby ? {primary_conninfo: recovery.standby.primaryConninfo} : recoverySettings(plan.target)),

@@ -1,82 +1,112 @@
-// The recoverable window: from the oldest base backup's consistent point to the newest commit in the archive,
-// cut short by the first gap in the archived WAL.
+// The recoverable window along one branch of timelines: from the oldest base backup on the branch to the newest
+// commit archived on it, cut short by the first gap (a segment missing while a later one on the branch exists).
 
 import type {BackupManifest} from '../backup/manifest.js';
 import type {Repository} from '../storage/repository.js';
 import {listArchived, type ArchivedWalFile} from '../wal/archive.js';
 import {formatLsn} from '../wal/lsn.js';
-import {DEFAULT_SEGMENT_SIZE, parseWalFileName, segmentName, segmentNumberOf, segmentStartLsn} from '../wal/name.js';
+import {DEFAULT_SEGMENT_SIZE, parseWalFileName, segmentName, segmentNumberOf, segmentStartLsn, timelineHex} from '../wal/name.js';
 import {lastCommitInSegment, type CommitInfo} from '../wal/waldump.js';
+import {backupOnBranch, holeSegmentNames, RunTracker, segmentOnBranch, timelineOfSegment, type Branch} from './branch.js';
+
+export interface WindowGap {
+  /** The first missing segment. */
+  missing: string;
+  /** The last segment reachable before it. */
+  after: string;
+  /** Missing segments (at most 10 named) and how many in all. */
+  missingSegments: string[];
+  missingCount: number;
+  /** The first segment archived after the hole. */
+  resumesAt: string;
+  /** End of the last reachable segment: recovery cannot go past this LSN. */
+  lastReachableLsn: string;
+  /** Newest commit before the gap (when commit times were read). */
+  lastReachableTime?: Date;
+}
 
 export interface RecoverableWindow {
-  /** Earliest time one can restore to (the oldest backup's consistent point). */
+  /** The branch the window was computed along (its timeline is recovery_target_timeline). */
+  branch?: Branch;
+  /** The backup whose WAL the window was walked from (the newest base backup on the branch). */
+  fromBackup?: string;
+  /** Earliest time one can restore to (the oldest backup's consistent point on the branch). */
   earliestTime?: Date;
   earliestLsn?: string;
-  /** Latest time a time target can reach: the newest commit in the archive. */
+  /** Latest time a time target can reach: the newest commit reachable in the archive. */
   latestTime?: Date;
   latestXid?: string;
   /** End of the last archived segment reachable without a gap. */
   latestLsn?: string;
   latestTimeline?: number;
   lastSegment?: string;
-  /** The first segment missing from the archive after the newest backup started, if any. */
-  gap?: {missing: string; after: string};
+  /** The first hole after the newest backup started, if any: nothing past it can be recovered. */
+  gap?: WindowGap;
+  /** Base backups left out: on another branch (their WAL is not on this branch's history). */
+  offBranch: string[];
+  /** Segments on the branch's timelines (all timelines when no branch was given). */
   archivedSegments: number;
 }
 
 export interface WindowOptions {
   binDir?: string;
-  /** Read commit times with pg_waldump (fetches the last segment); off for quick listings. */
+  /** Read commit times with pg_waldump (fetches the last segments); off for quick listings. */
   commitTimes?: boolean;
+  /** The branch to walk; default: the branch of the newest base backup's timeline, as its history file says. */
+  branch?: Branch;
 }
 
 export async function computeWindow(repo: Repository, backups: BackupManifest[], options: WindowOptions = {}): Promise<RecoverableWindow> {
-  const base = backups.filter((backup) => backup.kind === 'base');
-  const window: RecoverableWindow = {archivedSegments: 0};
+  const allBase = backups.filter((backup) => backup.kind === 'base');
+  const branch = options.branch ?? await defaultBranch(repo, allBase);
+  const base = allBase.filter((backup) => backupOnBranch(branch, backup));
+  const window: RecoverableWindow = {branch, offBranch: allBase.filter((backup) => !base.includes(backup)).map((backup) => backup.id), archivedSegments: 0};
   if (base.length === 0) return window;
   const oldest = base[0]!;
   const newest = base[base.length - 1]!;
+  window.fromBackup = newest.id;
   window.earliestTime = new Date(oldest.stopTime);
   window.earliestLsn = oldest.stopLsn;
   const segmentSize = newest.walSegmentSize ?? DEFAULT_SEGMENT_SIZE;
 
-  // Walk the archive in name order (timelines ascending, then segments): the contiguous run of segments from the
-  // newest backup's start, continued on later timelines, ends at the last reachable segment.
-  let reachable: ArchivedWalFile | undefined;
-  let previous: {timeline: number; segno: bigint} | undefined;
+  // Walk the branch's timelines in order (ancestors have lower numbers): only the copy of each segment that
+  // recovery along the branch reads counts. The run of segments from the newest backup's first one ends at the
+  // last reachable segment; a later segment after a hole makes the hole a gap.
   const startSegno = segmentNumberOf(newest.walStart!, segmentSize);
-  const startTimeline = newest.timeline ?? 1;
+  const tracker = new RunTracker(startSegno);
   const recent: ArchivedWalFile[] = [];
-  for await (const file of listArchived(repo)) {
-    const name = parseWalFileName(file.walFile);
-    if (name.kind !== 'segment') continue;
-    window.archivedSegments++;
-    if (name.timeline < startTimeline || window.gap) continue;
-    const segno = segmentNumberOf(file.walFile, segmentSize);
-    if (name.timeline === startTimeline && segno < startSegno) continue;
-    if (previous && previous.timeline === name.timeline && segno > previous.segno + 1n) {
-      window.gap = {missing: nextName(file.walFile, previous.segno + 1n, segmentSize), after: reachable!.walFile};
-      continue;
+  let resumesAt: string | undefined;
+  walk: for (const part of branch.parts) {
+    for await (const file of listArchived(repo, timelineHex(part.timeline))) {
+      const name = parseWalFileName(file.walFile);
+      if (name.kind !== 'segment') continue;
+      window.archivedSegments++;
+      const segno = segmentNumberOf(file.walFile, segmentSize);
+      if (!segmentOnBranch(branch, name.timeline, segno, segmentSize)) continue;
+      if (!tracker.add(segno)) {
+        resumesAt = file.walFile;
+        break walk;
+      }
+      if (tracker.run?.last === segno) {
+        recent.push(file);
+        if (recent.length > 4) recent.shift();
+      }
     }
-    if (!previous && !(name.timeline === startTimeline && segno === startSegno)) {
-      window.gap = {missing: newest.walStart!, after: newest.walStart!};
-      continue;
-    }
-    // A new timeline continues from its switch point: segments from there on are on the new timeline.
-    if (previous && name.timeline !== previous.timeline && segno > previous.segno + 1n) {
-      window.gap = {missing: nextName(file.walFile, previous.segno + 1n, segmentSize), after: reachable!.walFile};
-      continue;
-    }
-    previous = {timeline: name.timeline, segno};
-    reachable = file;
-    recent.push(file);
-    if (recent.length > 4) recent.shift();
   }
-  if (!reachable) return window;
-  window.lastSegment = reachable.walFile;
-  window.latestTimeline = parseWalFileName(reachable.walFile).timeline;
-  window.latestLsn = formatLsn(segmentStartLsn(reachable.walFile, segmentSize) + BigInt(segmentSize));
-  if (options.commitTimes) {
+  const run = tracker.run;
+  if (run) {
+    window.lastSegment = segmentName(timelineOfSegment(branch, run.last, segmentSize), run.last, segmentSize);
+    window.latestTimeline = timelineOfSegment(branch, run.last, segmentSize);
+    window.latestLsn = formatLsn(segmentStartLsn(window.lastSegment, segmentSize) + BigInt(segmentSize));
+  }
+  if (tracker.hole) {
+    const {names, count} = holeSegmentNames(branch, tracker.hole, segmentSize);
+    window.gap = {
+      missing: names[0]!, after: window.lastSegment ?? newest.walStart!, missingSegments: names, missingCount: count, resumesAt: resumesAt!,
+      lastReachableLsn: window.latestLsn ?? newest.stopLsn!,
+    };
+  }
+  if (options.commitTimes && run) {
     let commit: CommitInfo | undefined;
     for (let index = recent.length - 1; index >= 0 && !commit; index--) {
       commit = await lastCommitInSegment(repo, recent[index]!, options.binDir);
@@ -88,10 +118,19 @@ export async function computeWindow(repo: Repository, backups: BackupManifest[],
   }
   // Never report a latest point before the earliest: a backup whose WAL reaches no commit yet restores to its end.
   if (window.latestTime && window.earliestTime && window.latestTime < window.earliestTime) window.latestTime = undefined;
+  if (window.gap && window.latestTime) window.gap.lastReachableTime = window.latestTime;
   return window;
 }
 
-function nextName(sameTimelineAs: string, segno: bigint, segmentSize: number): string {
-  return segmentName(Number.parseInt(sameTimelineAs.slice(0, 8), 16), segno, segmentSize);
+/**
+ * Without a chosen branch: the timeline with the most recently archived WAL when the newest base backup is on its
+ * branch (a failover continues the line), else the newest backup's own timeline.
+ */
+async function defaultBranch(repo: Repository, base: BackupManifest[]): Promise<Branch> {
+  const {scanTimelines, branchFor, newestTimeline} = await import('./timelines.js');
+  const timelines = await scanTimelines(repo);
+  const newestBackup = base.at(-1);
+  const newest = branchFor(timelines, newestTimeline(timelines, [...timelines.keys()]).timeline);
+  if (!newestBackup || backupOnBranch(newest, newestBackup)) return newest;
+  return branchFor(timelines, newestBackup.timeline ?? 1);
 }
-

@@ -3,6 +3,7 @@
 //
 // settingChecks() is pure (settings in, verdicts and fixes out); runChecks() connects, probes and waits.
 
+import {formatVersionNum, MIN_SERVER_VERSION_NUM} from '../pg/version.js';
 import {hostname} from 'node:os';
 import {PgbkError} from '../errors.js';
 import {findBinDir} from '../pg/bin.js';
@@ -11,7 +12,9 @@ import {redactUrl} from '../pg/conninfo.js';
 import {archiverStats, replicationStats, serverSettings, switchWalFile, type ServerSettings, type StandbyReplication} from '../pg/status-queries.js';
 import type {Policy, Strategy} from '../policy/types.js';
 import type {Repository} from '../storage/repository.js';
-import {findArchived} from '../wal/archive.js';
+import {findArchived, readArchivedHead} from '../wal/archive.js';
+import {parseLongPageHeader} from '../wal/page-header.js';
+import {readIdentity} from '../identity/identity.js';
 
 /** `pgbk check` found something to fix: exit 1. */
 export class CheckFailedError extends PgbkError {
@@ -64,6 +67,10 @@ const sqlString = (text: string) => `'${text.replace(/'/g, "''")}'`;
 export function settingChecks(strategy: Strategy, settings: ServerSettings, policy: Pick<Policy, 'name' | 'file' | 'postgres'>, standbys: StandbyReplication[]): CheckResult[] {
   const results: CheckResult[] = [];
   const restart = 'then restart PostgreSQL';
+  if (settings.versionNum < MIN_SERVER_VERSION_NUM) {
+    results.push(fail('server version', `PostgreSQL ${versionText(settings.versionNum)} is older than pgbk supports (${versionText(MIN_SERVER_VERSION_NUM)} or later)`,
+      'upgrade the server (pg_upgrade); pgbk backup refuses it'));
+  }
   if (strategy === 'dump') return results;
 
   results.push(['replica', 'logical'].includes(settings.walLevel)
@@ -124,9 +131,7 @@ export function settingChecks(strategy: Strategy, settings: ServerSettings, poli
   return results;
 }
 
-function versionText(num: number): string {
-  return num >= 100000 ? `${Math.floor(num / 10000)}.${num % 10000}` : `${Math.floor(num / 10000)}.${Math.floor(num / 100) % 100}.${num % 100}`;
-}
+const versionText = formatVersionNum;
 
 function quoteIdent(name: string): string {
   return /^[a-z_][a-z0-9_]*$/.test(name) ? name : `"${name.replace(/"/g, '""')}"`;
@@ -168,14 +173,16 @@ export async function runChecks(policy: Policy, repo: Repository, options: RunCh
       for (const result of settingResults) record(result);
       if (policy.strategy === 'patroni') for (const result of await (await import('../patroni/check.js')).patroniChecks(policy, client)) record(result);
       record(repoResult);
+      const identityResult: CheckResult & {systemId?: string} = repoResult.status === 'ok' ? await identityCheck(client, repo, policy) : skip('identity', 'the repository is not usable');
+      record(identityResult);
       if (!physical) return;
       const archiving = settingResults.filter((result) => ['wal_level', 'archive_mode', 'archive_command'].includes(result.name));
       if (settings.inRecovery) {
         record(skip('archive round trip', 'this server is a standby: pg_switch_wal() runs on the primary'));
-      } else if (archiving.some((result) => result.status !== 'ok') || repoResult.status !== 'ok') {
+      } else if (archiving.some((result) => result.status !== 'ok') || repoResult.status !== 'ok' || identityResult.status !== 'ok') {
         record(skip('archive round trip', 'fix the failures above first'));
       } else {
-        record(await archiveRoundTrip(client, repo, options.waitSeconds));
+        record(await archiveRoundTrip(client, repo, options.waitSeconds, identityResult.systemId!));
       }
     });
   } catch (error) {
@@ -209,13 +216,44 @@ async function probeRepository(repo: Repository): Promise<CheckResult> {
   }
 }
 
-async function archiveRoundTrip(client: import('pg').Client, repo: Repository, waitSeconds: number): Promise<CheckResult> {
+/** The repository's identity against the server's pg_control_system(). */
+async function identityCheck(client: import('pg').Client, repo: Repository, policy: Policy): Promise<CheckResult & {systemId?: string}> {
+  const {rows} = await client.query(`select system_identifier::text as system_id from pg_control_system()`);
+  const serverSystem: string = rows[0].system_id;
+  let identity;
+  try {
+    identity = await readIdentity(repo);
+  } catch (error) {
+    return fail('identity', (error as Error).message, (error as PgbkError).hint ?? 'restore identity.json or move the repository aside and run pgbk init');
+  }
+  if (!identity && policy.strategy === 'dump') {
+    return ok('identity', `${repo.description} is not initialised yet: the first backup will initialise it for database system ${serverSystem}`);
+  }
+  if (!identity) {
+    return fail('identity', `${repo.description} is not initialised (no identity.json); archive-push refuses to write into it`,
+      `run "pgbk init --policy ${policy.name}"`);
+  }
+  if (identity.systemId !== serverSystem) {
+    return fail('identity', `the repository belongs to database system ${identity.systemId}, this server is ${serverSystem}`,
+      'each cluster needs its own repository.url: point the policy at this cluster\'s repository (or at an empty one and run pgbk init)');
+  }
+  return {...ok('identity', `${repo.description} belongs to this server's database system ${serverSystem} (repository ${identity.repositoryId})`), systemId: serverSystem};
+}
+
+async function archiveRoundTrip(client: import('pg').Client, repo: Repository, waitSeconds: number, systemId: string): Promise<CheckResult> {
   const started = new Date(Date.now() - 1000);
   const segment = await switchWalFile(client);
   const deadline = Date.now() + waitSeconds * 1000;
   for (;;) {
-    if ((await findArchived(repo, segment)).length > 0) {
-      return ok('archive round trip', `switched to a new segment: ${segment} arrived in ${repo.description}`);
+    const copies = await findArchived(repo, segment);
+    if (copies.length > 0) {
+      // Only this cluster's segment counts: read its page header back.
+      const header = parseLongPageHeader(await readArchivedHead(repo, copies[0]!));
+      if (header?.systemId !== systemId) {
+        return fail('archive round trip', `${segment} in ${repo.description} is not this server's WAL (system ${header?.systemId ?? 'unknown'}, this server ${systemId})`,
+          'another cluster archives into this repository: give each cluster its own repository.url');
+      }
+      return ok('archive round trip', `switched to a new segment: ${segment} arrived in ${repo.description} and reads back as this server's WAL`);
     }
     const archiver = await archiverStats(client);
     if (archiver.lastFailedWal === segment && archiver.lastFailedTime && new Date(archiver.lastFailedTime) >= started) {

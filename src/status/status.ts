@@ -11,7 +11,8 @@
 // repository unreachable, and for replica/patroni no standby streaming or a standby further behind than the RPO.
 
 import {text} from 'node:stream/consumers';
-import {readCatalog, type BackupManifest} from '../backup/manifest.js';
+import {readCatalog, catalogScopeOf, type BackupManifest} from '../backup/manifest.js';
+import {readIdentity} from '../identity/identity.js';
 import {ObjectNotFoundError, PgbkError} from '../errors.js';
 import {withClient} from '../pg/client.js';
 import {parseSizeSetting} from '../pg/queries.js';
@@ -64,7 +65,7 @@ export type Replication =
   | {role: 'standby'; replayDelaySeconds: number | null};
 
 export type ServerFacts =
-  | {reachable: true; inRecovery: boolean; archiver?: ArchiverStats; replication?: Replication; unarchivedBytes?: number | null}
+  | {reachable: true; inRecovery: boolean; archiver?: ArchiverStats; replication?: Replication; unarchivedBytes?: number | null; systemId?: string}
   | {reachable: false; error: string};
 
 export interface GapFacts {
@@ -98,6 +99,10 @@ export interface StatusFacts {
   backupStandby?: {url: string; probe: StandbyProbe};
   /** replica: replica.max_lag, which standby lag is held to instead of the RPO. */
   maxLagSeconds?: number;
+  /** The database system the repository belongs to (its identity), when it has one. */
+  repositorySystemId?: string;
+  /** Set (to the message) when the repository has no identity yet. */
+  uninitialised?: string;
 }
 
 export type Verdict = 'met' | 'missed' | 'unknown';
@@ -153,6 +158,10 @@ export function evaluateStatus(facts: StatusFacts, now: Date): Evaluation {
     problems.push(`archiver failing: ${archiver.lastFailedWal} failed at ${iso(archiver.lastFailedTime)} (${archiver.failedCount} failures), ` +
       `last success ${archiver.lastArchivedWal ?? 'never'}${archiver.lastArchivedTime ? ` at ${iso(archiver.lastArchivedTime)}` : ''}`);
   }
+  if (facts.server.reachable && facts.server.systemId && facts.repositorySystemId && facts.server.systemId !== facts.repositorySystemId) {
+    problems.push(`the repository belongs to database system ${facts.repositorySystemId}, the server is ${facts.server.systemId}: another cluster's repository`);
+  }
+  if (facts.uninitialised && facts.strategy !== 'dump') problems.push(facts.uninitialised);
   if (facts.gap) problems.push(gapMessage(facts.gap));
   if (facts.hole) problems.push(gapMessage(facts.hole));
 
@@ -297,7 +306,10 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
   const position = probe.position;
 
   try {
-    catalog = await readCatalog(repo, (key, error) => warnings.push(`skipped ${key}: ${error.message}`));
+    const identity = await readIdentity(repo);
+    facts.repositorySystemId = identity?.systemId;
+    if (!identity) facts.uninitialised = `${repo.description} is not initialised (no identity.json): run "pgbk init --policy ${policy.name}"; archive-push refuses to write until then`;
+    catalog = identity ? await readCatalog(repo, (key, error) => warnings.push(`skipped ${key}: ${error.message}`), catalogScopeOf(policy)) : [];
     const kind = physical ? 'base' : 'dump';
     const mine = catalog.filter((backup) => backup.kind === kind);
     const last = mine.at(-1);
@@ -416,7 +428,8 @@ async function probeServer(policy: Policy, physical: boolean): Promise<ServerPro
   try {
     return await withClient(policy.postgres.url, async (client) => {
       const position = await walPosition(client);
-      const facts: ServerFacts = {reachable: true, inRecovery: position.inRecovery};
+      const {rows} = await client.query(`select system_identifier::text as system_id from pg_control_system()`);
+      const facts: ServerFacts = {reachable: true, inRecovery: position.inRecovery, systemId: rows[0].system_id};
       if (physical) facts.archiver = await archiverStats(client);
       facts.replication = position.inRecovery
         ? {role: 'standby', replayDelaySeconds: (await standbyDelay(client)).replayDelaySeconds}

@@ -20,9 +20,6 @@ export async function openRepository(config: RepositoryConfig): Promise<Reposito
     const bucket = slash < 0 ? rest : rest.slice(0, slash);
     const rawPrefix = slash < 0 ? '' : rest.slice(slash + 1).replace(/^\/+|\/+$/g, '');
     if (!bucket) throw new PolicyError(`repository.url: "${url}" names no bucket, expected s3://<bucket>/<prefix>`);
-    // The AWS SDK warns on every start under Node 20; archive_command runs once per segment and its stderr
-    // goes to the PostgreSQL log, so keep that log for what matters.
-    process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
     const {S3Repository} = await import('./s3/s3-repository.js');
     return new S3Repository({
       bucket,

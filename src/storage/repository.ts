@@ -54,6 +54,11 @@ export interface IncompleteUpload {
   startedAt: Date;
 }
 
+export interface ListOptions {
+  /** Only keys that sort after this one (S3 StartAfter). */
+  startAfter?: string;
+}
+
 export interface Repository {
   /** Where this repository is, for messages (never holds a secret). */
   readonly description: string;
@@ -73,8 +78,8 @@ export interface Repository {
   getVersioned(key: string): Promise<{body: Buffer; version: string}>;
   /** Size, time and version of `key`, or undefined when it does not exist. */
   stat(key: string): Promise<StoredObject | undefined>;
-  /** Every object whose key starts with `prefix`, in key order, fetched page by page. */
-  list(prefix: string): AsyncIterable<StoredObject>;
+  /** Every object whose key starts with `prefix` (and sorts after `startAfter`), in key order, fetched page by page. */
+  list(prefix: string, options?: ListOptions): AsyncIterable<StoredObject>;
   /** Removes the keys; a missing key is not an error. */
   remove(keys: Iterable<string>): Promise<void>;
   /**
@@ -88,6 +93,18 @@ export interface Repository {
    * puts that died), aborted and removed; returns what was removed. Never touches complete objects.
    */
   cleanUpIncomplete(olderThan: Date): Promise<IncompleteUpload[]>;
+  /**
+   * Makes the repository's root exist, for `pgbk init` only: local, creates the root directory when its parent
+   * exists (never a chain of directories: a missing mount must not be papered over); S3, checks the bucket.
+   * Every other method fails with RepositoryError when the root is missing, and never creates it.
+   */
+  create(): Promise<void>;
+  /**
+   * The repository's own clock, to catch a local clock that jumped (expire refuses then): S3 the `Date` header of a
+   * response; a local repository the modification time of a probe file it writes and removes (the file server's clock
+   * on NFS). Undefined when the store gives no time.
+   */
+  serverTime(): Promise<Date | undefined>;
   /** Releases connections (S3 sockets) so the process can exit promptly. */
   close(): Promise<void>;
 }

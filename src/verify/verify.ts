@@ -9,8 +9,8 @@
 
 import {Writable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
-import {createGunzip} from 'node:zlib';
 import {unfinishedFolders} from '../backup/folders.js';
+import {decompressor, isCodecDataError} from '../util/codec.js';
 import {readCatalog, type BackupManifest} from '../backup/manifest.js';
 import {CorruptObjectError, ObjectNotFoundError, PgbkError, UsageError} from '../errors.js';
 import {walVerdict} from '../retention/plan.js';
@@ -146,13 +146,14 @@ async function checkBackupObject(repo: Repository, object: BackupManifest['objec
 }
 
 async function readWal(repo: Repository, file: ArchivedWalFile, count: (bytes: number) => void, keep: boolean): Promise<{message?: string; content?: Buffer}> {
-  const compression = parseWalObjectKey(file.key)?.compression ?? 'gz';
+  const codec = parseWalObjectKey(file.key)?.codec ?? 'gzip';
   const chunks: Buffer[] = [];
   try {
     const body = await repo.get(file.key);
     const verifier = new ChecksumVerifier(file.sha256, file.key);
     const sink = keep ? new Writable({write(chunk: Buffer, _enc, done) { chunks.push(chunk); count(chunk.length); done(); }}) : discard(count);
-    await pipeline([body, ...(compression === 'gz' ? [createGunzip()] : []), verifier, sink] as never);
+    const decompress = decompressor(codec);
+    await pipeline([body, ...(decompress ? [decompress] : []), verifier, sink] as never);
     return {content: keep ? Buffer.concat(chunks) : undefined};
   } catch (error) {
     return {message: describeReadError(file.key, error)};
@@ -162,8 +163,7 @@ async function readWal(repo: Repository, file: ArchivedWalFile, count: (bytes: n
 function describeReadError(key: string, error: unknown): string {
   if (error instanceof CorruptObjectError) return error.message;
   if (error instanceof ObjectNotFoundError) return `${key} vanished while being read (removed concurrently?)`;
-  const code = (error as NodeJS.ErrnoException).code;
-  if (code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR') return `${key} is not valid gzip data: ${(error as Error).message}`;
+  if (isCodecDataError(error)) return `${key} is not valid compressed data: ${(error as Error).message}`;
   return `cannot read ${key}: ${(error as Error).message}`;
 }
 

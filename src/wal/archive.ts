@@ -2,6 +2,8 @@
 
 import {parseWalObjectKey, walFilePrefix, WAL_PREFIX, walTimelineKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
+import {LONG_PAGE_HEADER_BYTES} from './page-header.js';
+import {decompressor} from '../util/codec.js';
 
 export interface ArchivedWalFile {
   walFile: string;
@@ -23,10 +25,50 @@ export async function findArchived(repo: Repository, walFile: string): Promise<A
   return found;
 }
 
+/**
+ * The stored copies of several WAL files of one or a few folders, one listing per folder (the look-ahead pusher:
+ * one LIST for a batch instead of one per segment). Every name in `walFiles` gets an entry (maybe empty).
+ */
+export async function findArchivedMany(repo: Repository, walFiles: string[]): Promise<Map<string, ArchivedWalFile[]>> {
+  const found = new Map<string, ArchivedWalFile[]>(walFiles.map((walFile) => [walFile, []]));
+  const folders = new Set(walFiles.map((walFile) => walFilePrefix(walFile).slice(0, walFilePrefix(walFile).lastIndexOf('/') + 1)));
+  for (const folder of folders) {
+    for await (const object of repo.list(folder)) {
+      const parsed = parseWalObjectKey(object.key);
+      const copies = parsed && found.get(parsed.walFile);
+      if (copies) copies.push({walFile: parsed.walFile, sha256: parsed.sha256, key: object.key, sizeBytes: object.sizeBytes, modified: object.modified});
+    }
+  }
+  return found;
+}
+
 /** Archived WAL files in name order: of one timeline (8 hex digits), or of all when absent. */
 export async function* listArchived(repo: Repository, timelineHex8?: string): AsyncIterable<ArchivedWalFile> {
   for await (const object of repo.list(timelineHex8 ? walTimelineKey(timelineHex8) : WAL_PREFIX)) {
     const parsed = parseWalObjectKey(object.key);
     if (parsed) yield {walFile: parsed.walFile, sha256: parsed.sha256, key: object.key, sizeBytes: object.sizeBytes, modified: object.modified};
   }
+}
+
+/**
+ * The first `bytes` bytes of an archived WAL file, uncompressed (enough for its long page header), reading only as
+ * much of the object as that takes.
+ */
+export async function readArchivedHead(repo: Repository, copy: ArchivedWalFile, bytes = LONG_PAGE_HEADER_BYTES): Promise<Buffer> {
+  const body = await repo.get(copy.key);
+  const decompress = decompressor(parseWalObjectKey(copy.key)?.codec ?? 'gzip');
+  const source = decompress ? body.pipe(decompress) : body;
+  const chunks: Buffer[] = [];
+  let length = 0;
+  try {
+    for await (const chunk of source as AsyncIterable<Buffer>) {
+      chunks.push(chunk);
+      length += chunk.length;
+      if (length >= bytes) break;
+    }
+  } finally {
+    body.destroy();
+    source.destroy();
+  }
+  return Buffer.concat(chunks).subarray(0, bytes);
 }

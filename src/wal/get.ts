@@ -1,18 +1,31 @@
 // archive-get: fetch one WAL file for restore_command, verified against its checksum before PostgreSQL sees it.
 
 import {createWriteStream} from 'node:fs';
-import {rename, unlink} from 'node:fs/promises';
+import {open, rename, unlink} from 'node:fs/promises';
 import {pipeline} from 'node:stream/promises';
-import {createGunzip} from 'node:zlib';
 import {randomBytes} from 'node:crypto';
-import {CorruptObjectError, ObjectNotFoundError, RepositoryError, WalNotFoundError} from '../errors.js';
+import {CorruptObjectError, ForeignWalError, ObjectNotFoundError, RepositoryError, WalGapError, WalNotFoundError} from '../errors.js';
 import type {Repository} from '../storage/repository.js';
 import {ChecksumVerifier} from '../util/streams.js';
+import {decompressor, isCodecDataError} from '../util/codec.js';
 import {findArchived, type ArchivedWalFile} from './archive.js';
 import {parseWalFileName} from './name.js';
-import {parseWalObjectKey} from '../storage/layout.js';
+import {parseWalObjectKey, walFilePrefix, walTimelineKey} from '../storage/layout.js';
+import {LONG_PAGE_HEADER_BYTES, segmentMismatch, type SegmentOwner} from './page-header.js';
 
 export interface GetOptions {
+  /** The repository's cluster: a fetched segment of another database system is refused (CorruptObjectError). */
+  owner?: SegmentOwner;
+  /**
+   * When the file is not archived, tell the end of the archive (WalNotFoundError) from a gap (WalGapError: later
+   * segments of its timeline are archived). Costs one listing, only when the file is missing.
+   */
+  detectGap?: boolean;
+  /**
+   * A segment at or past this position (any timeline) that is missing is the end of the archive, not a gap: the
+   * restore put its target before a known gap, and PostgreSQL's read-ahead may still ask for what follows.
+   */
+  endOfArchive?: string;
   /** Attempts of the whole fetch (each S3 request also retries on its own). */
   attempts?: number;
   retryDelayMs?: number;
@@ -30,7 +43,17 @@ export async function getWalFile(repo: Repository, walFile: string, destPath: st
   for (let attempt = 1; attempt <= attempts; attempt++) {
     try {
       const copies = await findArchived(repo, walFile);
-      if (copies.length === 0) throw new WalNotFoundError(`${walFile} is not in the archive ${repo.description}`);
+      if (copies.length === 0) {
+        const pastEnd = options.endOfArchive !== undefined && /^[0-9A-F]{24}$/.test(walFile) && walFile.slice(8) >= options.endOfArchive.slice(8, 24);
+        const later = options.detectGap && !pastEnd ? await laterOnTimeline(repo, walFile) : undefined;
+        if (later) {
+          throw new WalGapError(
+            `${walFile} is missing from the archive ${repo.description}, but later WAL of its timeline is there (${later}): a gap`,
+            'recovery past a gap would stop at the wrong point; restore to a target before the gap (pgbk list shows the recoverable window), or find the missing segment (pg_wal of the old server)',
+          );
+        }
+        throw new WalNotFoundError(`${walFile} is not in the archive ${repo.description}`);
+      }
       if (new Set(copies.map((copy) => copy.sha256)).size > 1) {
         throw new CorruptObjectError(
           `${walFile} is archived ${copies.length} times with different content in ${repo.description}`,
@@ -38,11 +61,11 @@ export async function getWalFile(repo: Repository, walFile: string, destPath: st
         );
       }
       const copy = copies[0]!;
-      await fetchTo(repo, copy, destPath);
+      await fetchTo(repo, copy, destPath, options.owner);
       return copy;
     } catch (error) {
-      // Not archived, or a local problem (disk full, permissions): retrying cannot help.
-      if (error instanceof WalNotFoundError || isLocalFsError(error)) throw error;
+      // Not archived, a gap, another cluster's WAL, or a local problem (disk full, permissions): retrying cannot help.
+      if (error instanceof WalNotFoundError || error instanceof WalGapError || error instanceof ForeignWalError || isLocalFsError(error)) throw error;
       lastError = error;
       if (attempt < attempts) await new Promise((resolve) => setTimeout(resolve, (options.retryDelayMs ?? 500) * attempt));
     }
@@ -50,14 +73,28 @@ export async function getWalFile(repo: Repository, walFile: string, destPath: st
   throw lastError;
 }
 
-async function fetchTo(repo: Repository, copy: ArchivedWalFile, destPath: string): Promise<void> {
+/** The first archived segment of `walFile`'s timeline after it, if any. */
+async function laterOnTimeline(repo: Repository, walFile: string): Promise<string | undefined> {
+  const name = parseWalFileName(walFile);
+  if (name.kind !== 'segment') return undefined;
+  // '~' sorts after every character of a WAL object name: start after every copy of this very segment.
+  for await (const object of repo.list(walTimelineKey(walFile.slice(0, 8)), {startAfter: `${walFilePrefix(walFile)}~`})) {
+    const parsed = parseWalObjectKey(object.key);
+    if (parsed && /^[0-9A-F]{24}(\.partial)?$/.test(parsed.walFile) && parsed.walFile > walFile) return parsed.walFile;
+  }
+  return undefined;
+}
+
+async function fetchTo(repo: Repository, copy: ArchivedWalFile, destPath: string, owner?: SegmentOwner): Promise<void> {
   const temp = `${destPath}.pgbk-tmp-${randomBytes(4).toString('hex')}`;
-  const compression = parseWalObjectKey(copy.key)?.compression ?? 'gz';
+  const codec = parseWalObjectKey(copy.key)?.codec ?? 'gzip';
   try {
     const body = await repo.get(copy.key);
     const verifier = new ChecksumVerifier(copy.sha256, copy.key);
-    const stages = compression === 'gz' ? [body, createGunzip(), verifier] : [body, verifier];
+    const decompress = decompressor(codec);
+    const stages = decompress ? [body, decompress, verifier] : [body, verifier];
     await pipeline([...stages, createWriteStream(temp, {flags: 'wx', mode: 0o600})] as never);
+    if (owner && /^[0-9A-F]{24}(\.partial)?$/.test(copy.walFile)) await checkOwner(temp, copy, owner, repo);
     await rename(temp, destPath);
   } catch (error) {
     await unlink(temp).catch(() => undefined);
@@ -65,14 +102,28 @@ async function fetchTo(repo: Repository, copy: ArchivedWalFile, destPath: string
       // Listed a moment ago, gone now (expired concurrently): treat as a read failure, not as "never archived".
       throw new RepositoryError(`${copy.key} vanished from ${repo.description} while being read`, undefined, {cause: error});
     }
-    if (error instanceof CorruptObjectError || error instanceof RepositoryError) throw error;
-    const code = (error as NodeJS.ErrnoException).code;
-    if (code === 'Z_DATA_ERROR' || code === 'Z_BUF_ERROR') {
-      throw new CorruptObjectError(`${copy.key} in ${repo.description} is not valid gzip data: ${(error as Error).message}`,
+    if (error instanceof CorruptObjectError || error instanceof RepositoryError || error instanceof ForeignWalError) throw error;
+    if (isCodecDataError(error)) {
+      throw new CorruptObjectError(`${copy.key} in ${repo.description} is not valid ${codec} data: ${(error as Error).message}`,
         'the stored object is corrupt; restore to an earlier point or from another repository', {cause: error});
     }
     if (isLocalFsError(error)) throw error;
     throw new RepositoryError(`cannot read ${copy.key} from ${repo.description}: ${(error as Error).message}`, undefined, {cause: error});
+  }
+}
+
+async function checkOwner(path: string, copy: ArchivedWalFile, owner: SegmentOwner, repo: Repository): Promise<void> {
+  const handle = await open(path, 'r');
+  const head = Buffer.alloc(LONG_PAGE_HEADER_BYTES);
+  try {
+    await handle.read(head, 0, head.length, 0);
+  } finally {
+    await handle.close();
+  }
+  const mismatch = segmentMismatch(head, copy.walFile, owner);
+  if (mismatch) {
+    throw new ForeignWalError(`${copy.key} in ${repo.description} is not this cluster's WAL: ${mismatch}`,
+      'another cluster archived into this repository; pgbk will not hand its WAL to PostgreSQL');
   }
 }
 

@@ -10,6 +10,7 @@ import {WalNotFoundError} from '../errors.js';
 import {acquirePidLock, lockHolderAlive, releasePidLock} from '../util/pid-lock.js';
 import type {Repository} from '../storage/repository.js';
 import {getWalFile} from './get.js';
+import type {SegmentOwner} from './page-header.js';
 import {parseWalFileName, segmentName, segmentNumberOf} from './name.js';
 
 export const SPOOL_DIR = join('pg_wal', 'pgbk-spool');
@@ -22,6 +23,8 @@ export interface PrefetchSettings {
   /** Fetches in flight at once. */
   parallel: number;
   segmentSize: number;
+  /** The repository's cluster: segments of another database system are never spooled. */
+  owner?: SegmentOwner;
 }
 
 export const DEFAULT_PREFETCH: PrefetchSettings = {ahead: 16, parallel: 4, segmentSize: 16 * 1024 * 1024};
@@ -115,6 +118,12 @@ export async function runPrefetcher(repo: Repository, dataDir: string, requested
       if (request !== lastRequest) {
         lastRequest = request;
         lastRequestAt = Date.now();
+        // restore_command moves spooled segments out itself (no pgbk process): drop any it passed by.
+        if (/^[0-9A-F]{24}$/.test(request)) {
+          for (const entry of await readdir(spool).catch(() => [] as string[])) {
+            if (/^[0-9A-F]{24}$/.test(entry) && entry.slice(0, 8) === request.slice(0, 8) && entry <= request) await unlink(join(spool, entry)).catch(() => undefined);
+          }
+        }
       } else if (Date.now() - lastRequestAt > 60_000) {
         return fetched;
       }
@@ -132,7 +141,7 @@ export async function runPrefetcher(repo: Repository, dataDir: string, requested
             continue;
           }
           try {
-            await getWalFile(repo, name, join(spool, name), {attempts: 2});
+            await getWalFile(repo, name, join(spool, name), {attempts: 2, owner: settings.owner});
             fetched++;
           } catch (error) {
             // Not archived (yet): stop there and ask again later. Other failures: archive-get reports them.

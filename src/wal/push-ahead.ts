@@ -6,12 +6,12 @@
 
 import {spawn} from 'node:child_process';
 import {existsSync} from 'node:fs';
-import {mkdir, readdir, readFile, rename, unlink, writeFile} from 'node:fs/promises';
-import {createHash} from 'node:crypto';
+import {mkdir, readdir, readFile, rename, stat, unlink, writeFile} from 'node:fs/promises';
 import {join} from 'node:path';
 import type {Repository} from '../storage/repository.js';
 import {acquirePidLock, lockHolderAlive, releasePidLock} from '../util/pid-lock.js';
-import {pushWalFile, type PushOptions} from './push.js';
+import {fileFingerprint, pushWalFile, type PushOptions} from './push.js';
+import {findArchivedMany} from './archive.js';
 
 export const PUSHED_DIR = join('pg_wal', 'pgbk-spool', 'pushed');
 const LOCK_NAME = '.pusher.lock';
@@ -30,22 +30,37 @@ export function pushedDirOf(cwd: string): string | undefined {
   return existsSync(join(cwd, 'PG_VERSION')) && existsSync(join(cwd, 'pg_wal', 'archive_status')) ? join(cwd, PUSHED_DIR) : undefined;
 }
 
-function markerText(sha256: string, policyFile: string): string {
-  return `${sha256}\n${policyFile}\n`;
+/** Which repository a marker vouches for: the repository's id and where it is (URL and endpoint). */
+export interface MarkerBinding {
+  repositoryId: string;
+  location: string;
+}
+
+/** The location part of a binding: the policy's repository URL and endpoint, as configured. */
+export function repositoryLocation(config: {url: string; endpoint?: string}): string {
+  return config.endpoint ? `${config.url} at ${config.endpoint}` : config.url;
+}
+
+function markerText(sha256: string, binding: MarkerBinding, fingerprint: string): string {
+  return `${sha256}\n${binding.repositoryId}\n${binding.location}\n${fingerprint}\n`;
 }
 
 /**
- * True when the background pusher already archived this very file (same SHA-256, same policy file); the marker
- * is consumed. A marker that does not match is removed, and the caller archives the file itself.
+ * True when the background pusher already archived this very file (same SHA-256) into this very repository (same
+ * location; same repository id when `repositoryId` is given); the marker is consumed. A marker that does not match
+ * is removed, and the caller archives the file itself.
  */
-export async function takePushedMarker(dir: string, walPath: string, walFile: string, policyFile: string): Promise<boolean> {
+export async function takePushedMarker(dir: string, walPath: string, walFile: string, location: string, repositoryId?: () => Promise<string>): Promise<boolean> {
   const marker = join(dir, walFile);
   const text = await readFile(marker, 'utf8').catch(() => undefined);
   if (text === undefined) return false;
   let matches = false;
   try {
-    const data = await readFile(walPath);
-    matches = text === markerText(createHash('sha256').update(data).digest('hex'), policyFile);
+    const [sha256, markedId, markedLocation, fingerprint] = text.split('\n');
+    // The very file the pusher read and stored (same device, inode, size and mtime): a completed segment does not
+    // change while it waits for archive_command, so there is nothing to re-read or re-hash.
+    matches = Boolean(sha256 && fingerprint) && fingerprint === fileFingerprint(await stat(walPath, {bigint: true})) &&
+      markedLocation === location && (repositoryId === undefined || markedId === (await repositoryId()));
   } catch {
     matches = false;
   }
@@ -80,7 +95,7 @@ export function spawnPusher(argv: {execPath: string; script: string; policyArgs:
  * The background pusher: archives .ready segments `parallel` at a time and marks each once durable. Stops when
  * the backlog is empty, after `max` segments, or at the first failure (archive_command then reports it).
  */
-export async function runPusher(repo: Repository, cwd: string, after: string, policyFile: string, options: PushOptions, settings = DEFAULT_PUSH_AHEAD): Promise<number> {
+export async function runPusher(repo: Repository, cwd: string, after: string, binding: MarkerBinding, options: PushOptions, settings = DEFAULT_PUSH_AHEAD): Promise<number> {
   const dir = join(cwd, PUSHED_DIR);
   await mkdir(dir, {recursive: true, mode: 0o700});
   const lock = join(dir, LOCK_NAME);
@@ -92,11 +107,13 @@ export async function runPusher(repo: Repository, cwd: string, after: string, po
     while (!failed && pushed < settings.max) {
       const backlog = (await readyBacklog(cwd, after)).slice(0, settings.parallel);
       if (backlog.length === 0) break;
+      // One listing for the batch (its one or two folders) instead of one per segment.
+      const existing = await findArchivedMany(repo, backlog).catch(() => undefined);
       await Promise.all(backlog.map(async (walFile) => {
         try {
-          const result = await pushWalFile(repo, join(cwd, 'pg_wal', walFile), options);
+          const result = await pushWalFile(repo, join(cwd, 'pg_wal', walFile), {...options, existing: existing?.get(walFile)});
           const temp = join(dir, `.${walFile}.tmp`);
-          await writeFile(temp, markerText(result.sha256, policyFile));
+          await writeFile(temp, markerText(result.sha256, binding, result.fingerprint));
           await rename(temp, join(dir, walFile));
           pushed++;
         } catch {

@@ -32,8 +32,6 @@ export function baseEnv(): Record<string, string> {
     PATH: process.env.PATH ?? '/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin',
     HOME: isRoot ? postgresUser().home : (process.env.HOME ?? '/tmp'),
     LANG: process.env.LANG ?? 'C.UTF-8',
-    // The AWS SDK warns on stderr on every Node < 22 run; tests assert on stderr.
-    AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED: 'true',
   };
   for (const name of ['TZ', 'TMPDIR', 'LC_ALL']) {
     const value = process.env[name];

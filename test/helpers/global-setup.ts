@@ -3,8 +3,13 @@
 //
 // PGBK_TEST_S3_ENDPOINT set  → use that service (MinIO, AWS, ...) with PGBK_TEST_S3_ACCESS_KEY_ID /
 //   PGBK_TEST_S3_SECRET_ACCESS_KEY (default minioadmin/minioadmin), PGBK_TEST_S3_BUCKET (default
-//   pgbk-test, created if missing) and PGBK_TEST_S3_REGION (default us-east-1).
-// otherwise                 → start s3rver on 127.0.0.1, free port, in a temp dir.
+//   pgbk-test, created if missing) and PGBK_TEST_S3_REGION (default us-east-1); optionally
+//   PGBK_TEST_S3_LOCK_BUCKET, an existing bucket with Object Lock enabled.
+// radosgw installed         → start a throwaway Ceph cluster with radosgw on 127.0.0.1 (radosgw.ts),
+//   with the bucket and an Object Lock bucket (<bucket>-lock).
+// otherwise                 → fall back to s3rver (a mock: no signature checks, no conditional
+//   writes, no Object Lock) on 127.0.0.1, free port, in a temp dir.
+// PGBK_TEST_S3=s3rver forces the fallback. One line on stdout says which S3 the run uses.
 // Tests read it with `inject('s3')` (see s3.ts).
 import {spawn, type ChildProcess} from 'node:child_process';
 import {mkdtempSync, rmSync} from 'node:fs';
@@ -14,6 +19,7 @@ import {fileURLToPath} from 'node:url';
 import {CreateBucketCommand, HeadBucketCommand} from '@aws-sdk/client-s3';
 import type {TestProject} from 'vitest/node';
 import {cleanupRecordedDirs, RUN_DIR_ENV} from './cleanup.js';
+import {startRadosgw, radosgwAvailable} from './radosgw.js';
 import {createS3Client, type S3TestEndpoint} from './s3.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -37,6 +43,31 @@ export default async function setup(project: TestProject): Promise<() => Promise
       kind: 'external',
     };
     await ensureBucket(s3);
+    const lockBucket = process.env.PGBK_TEST_S3_LOCK_BUCKET;
+    if (lockBucket) s3.lockBucket = lockBucket;
+    console.log(`pgbk tests: S3 is ${s3.endpoint} (external, PGBK_TEST_S3_ENDPOINT), bucket ${s3.bucket}`);
+  } else if (process.env.PGBK_TEST_S3 !== 's3rver' && radosgwAvailable()) {
+    const bucket = process.env.PGBK_TEST_S3_BUCKET || 'pgbk-test';
+    const rgw = await startRadosgw().catch((err: unknown) => {
+      throw new Error(`could not start radosgw for the tests (PGBK_TEST_S3=s3rver runs them against the s3rver mock instead): ${String(err)}`);
+    });
+    stopS3 = () => rgw.stop();
+    try {
+      s3 = {
+        endpoint: rgw.endpoint,
+        bucket,
+        accessKeyId: rgw.accessKeyId,
+        secretAccessKey: rgw.secretAccessKey,
+        region: 'us-east-1',
+        kind: 'radosgw',
+        lockBucket: `${bucket}-lock`,
+      };
+      await createBuckets(s3);
+    } catch (err) {
+      await rgw.stop();
+      throw err;
+    }
+    console.log(`pgbk tests: S3 is radosgw ${s3.endpoint} (throwaway Ceph cluster in ${rgw.dir}, started in ${(rgw.startMs / 1000).toFixed(1)} s)`);
   } else {
     const directory = mkdtempSync(join(tmpdir(), 'pgbk-s3rver-'));
     const bucket = process.env.PGBK_TEST_S3_BUCKET || 'pgbk-test';
@@ -60,6 +91,8 @@ export default async function setup(project: TestProject): Promise<() => Promise
       rmSync(directory, {recursive: true, force: true});
       throw err;
     }
+    const why = process.env.PGBK_TEST_S3 === 's3rver' ? 'PGBK_TEST_S3=s3rver' : 'radosgw not installed';
+    console.log(`pgbk tests: S3 is s3rver ${s3.endpoint} (mock; ${why})`);
   }
   project.provide('s3', s3);
 
@@ -83,6 +116,19 @@ async function ensureBucket(s3: S3TestEndpoint): Promise<void> {
       throw new Error(`S3 endpoint ${s3.endpoint}: cannot check bucket ${s3.bucket}: ${String(err)}`);
     }
     await client.send(new CreateBucketCommand({Bucket: s3.bucket}));
+  } finally {
+    client.destroy();
+  }
+}
+
+/** The run's bucket, and the Object Lock bucket (versioning comes with Object Lock). */
+async function createBuckets(s3: S3TestEndpoint): Promise<void> {
+  const client = createS3Client(s3);
+  try {
+    await client.send(new CreateBucketCommand({Bucket: s3.bucket}));
+    if (s3.lockBucket) {
+      await client.send(new CreateBucketCommand({Bucket: s3.lockBucket, ObjectLockEnabledForBucket: true}));
+    }
   } finally {
     client.destroy();
   }

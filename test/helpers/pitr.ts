@@ -60,6 +60,12 @@ export async function setupArchiving(kind: RepoKind, s3: S3TestEndpoint, opts: {
       ...opts.conf,
     },
   });
+  // The repository's identity, before the server completes its first segment (archive-push never creates one).
+  const init = await runPgbk(['init', '--policy', policyFile]);
+  if (init.exitCode !== 0) {
+    await cluster.destroy();
+    throw new Error(`pgbk init failed (exit ${init.exitCode}):\n${init.stderr}${init.stdout}`);
+  }
   return {
     kind, dir, policyFile, cluster, repoUrl: String(section.url), repoDir,
     pgbk: (args, runOpts = {}) => runPgbk([...args, '--policy', policyFile], runOpts),

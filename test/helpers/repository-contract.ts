@@ -608,6 +608,20 @@ export function runRepositoryContract(name: string, open: () => Promise<Contract
       });
     });
 
+    it('tells its own time (serverTime): near this clock, with nothing left behind', async () => {
+      await repo.put('clock/marker', Buffer.from('x'));
+      const before = await listKeys(repo, '');
+      const rawBefore = target.raw ? await target.raw.names() : undefined;
+      const start = Date.now();
+      const time = await repo.serverTime();
+      expect(time).toBeInstanceOf(Date);
+      // The store and this process share a clock here; S3's Date header has whole seconds.
+      expect(Math.abs(time!.getTime() - start)).toBeLessThan(5_000);
+      expect(await listKeys(repo, '')).toEqual(before);
+      if (target.raw) expect(await target.raw.names()).toEqual(rawBefore);
+      await repo.remove(['clock/marker']);
+    });
+
     it('leaves no temp files or incomplete uploads behind', async () => {
       if (!target.raw) return;
       const raw = byteOrder(await target.raw.names());

@@ -1,9 +1,9 @@
 // The S3 endpoint the integration tests use (started or chosen by global-setup.ts) and a client
-// configured the way that works against s3rver, MinIO and AWS alike.
+// configured the way that works against radosgw, s3rver, MinIO and AWS alike.
 import {randomBytes} from 'node:crypto';
 import {S3Client, type S3ClientConfig} from '@aws-sdk/client-s3';
 
-/** What global-setup.ts provides to the tests (`inject('s3')`, and PGBK_TEST_S3_* in the env). */
+/** What global-setup.ts provides to the tests (`inject('s3')`). */
 export interface S3TestEndpoint {
   /** e.g. http://127.0.0.1:40123 */
   endpoint: string;
@@ -11,8 +11,17 @@ export interface S3TestEndpoint {
   accessKeyId: string;
   secretAccessKey: string;
   region: string;
-  /** 's3rver' when the harness started its own server, 'external' for PGBK_TEST_S3_ENDPOINT. */
-  kind: 's3rver' | 'external';
+  /**
+   * 'radosgw' when the harness started a throwaway Ceph cluster (radosgw.ts), 's3rver' for the mock
+   * it falls back to where Ceph is not installed, 'external' for PGBK_TEST_S3_ENDPOINT.
+   */
+  kind: 'radosgw' | 's3rver' | 'external';
+  /**
+   * A second bucket created with Object Lock enabled (hence versioned), for Object Lock tests:
+   * set for radosgw, and for an external endpoint when PGBK_TEST_S3_LOCK_BUCKET names one;
+   * undefined for s3rver (no Object Lock), so such tests skip there.
+   */
+  lockBucket?: string;
 }
 
 declare module 'vitest' {
@@ -23,15 +32,12 @@ declare module 'vitest' {
   }
 }
 
-// The SDK warns on every Node < 22 process; it is noise in test output.
-process.env.AWS_SDK_JS_NODE_VERSION_SUPPORT_WARNING_DISABLED ??= 'true';
-
 /**
- * Client options that work against s3rver 3.7.1 (and MinIO/AWS):
- * - forcePathStyle: s3rver would otherwise need bucket.localhost DNS;
+ * Client options that work against radosgw 16.2, s3rver 3.7.1 (and MinIO/AWS):
+ * - forcePathStyle: s3rver and radosgw would otherwise need bucket.127.0.0.1 DNS;
  * - requestChecksumCalculation 'WHEN_REQUIRED': with the SDK default ('WHEN_SUPPORTED') a PutObject
  *   of a stream is sent aws-chunked with a trailing CRC32, which s3rver stores verbatim (the
- *   object then contains the chunk framing) — silent corruption;
+ *   object then contains the chunk framing) — silent corruption — and radosgw refuses (411);
  * - responseChecksumValidation 'WHEN_REQUIRED': s3rver returns no x-amz-checksum-* headers.
  */
 export function s3ClientConfig(s3: S3TestEndpoint): S3ClientConfig {

@@ -127,4 +127,22 @@ describe('bad input', () => {
     expect(result.stderr).toMatch(/cannot connect/);
     expect(result.stderr + result.stdout).not.toContain('Sup3rS3cret');
   });
+
+  // s3rver accepts any secret; a real S3 checks the signature.
+  it.skipIf(inject('s3').kind === 's3rver')('a wrong S3 secret key fails with a credentials hint and never prints the key', async () => {
+    const s3 = inject('s3');
+    const wrongSecret = `${s3.secretAccessKey.slice(0, -6)}Wr0ng9`;
+    const dir = makeTempDir('pgbk-s3-secret-');
+    const file = writePolicy(dir, 'wrong-secret', {
+      strategy: 'pitr',
+      postgres: {url: setup.cluster.url},
+      repository: {url: `s3://${s3.bucket}/wrong-secret`, endpoint: s3.endpoint, region: s3.region, force_path_style: true,
+        access_key_id: s3.accessKeyId, secret_access_key: wrongSecret},
+    });
+    const result = await runPgbk(['list', '--policy', file]);
+    expect(result.exitCode).toBe(1);
+    expect(result.stderr).toMatch(/HTTP 403/);
+    expect(result.stderr).toMatch(/credentials/);
+    expect(result.stderr + result.stdout).not.toContain(wrongSecret);
+  });
 });

@@ -95,7 +95,7 @@ describe.each(['local', 's3'] as const)('point-in-time recovery with a %s reposi
   it('restores to the latest archived state by default, started by plain pg_ctl', async () => {
     const dataDir = join(makeTempDir('pgbk-restored-'), 'data');
     const result = await setup.pgbk(['restore', '--to', dataDir, '--archive-mode', 'off']);
-    expect(result.exitCode).toBe(0);
+    expect(result.exitCode, result.stderr).toBe(0);
     expect(existsSync(join(dataDir, 'recovery.signal'))).toBe(true);
     const server = await startExisting(dataDir);
     try {
@@ -111,7 +111,8 @@ describe.each(['local', 's3'] as const)('point-in-time recovery with a %s reposi
   });
 
   it('follows a timeline change: restore, promote, archive on the new timeline, restore again from it', async () => {
-    const first = await restoreAndStart(setup, ['--target-time', points[0]!.time]);
+    // --archive-mode preserve: this restored server is a replacement primary that archives its new timeline.
+    const first = await restoreAndStart(setup, ['--target-time', points[0]!.time], ['--archive-mode', 'preserve']);
     // Earlier restores in this file promoted (and archived) timelines of their own: note which one this is.
     const newTimeline = Number(/promoted on timeline (\d+)/.exec(first.result.stdout)![1]);
     let onNewTimeline: RowSnapshot;
@@ -142,7 +143,9 @@ describe.each(['local', 's3'] as const)('point-in-time recovery with a %s reposi
       await first.stop();
     }
     const listed = JSON.parse((await setup.pgbk(['list', '--json'])).stdout);
-    expect(listed.window.latestTimeline).toBeGreaterThanOrEqual(newTimeline);
+    // The policy's server is still on timeline 1: the window follows it; the new timeline shows in the tree.
+    expect(listed.window.timeline).toBe(1);
+    expect(listed.timelines.find((t: {timeline: number}) => t.timeline === newTimeline)).toMatchObject({parent: 1});
     // The backup is on timeline 1; recovery follows the archived history file onto the new timeline.
     const second = await restoreAndStart(setup, ['--target-time', time2!, '--target-timeline', String(newTimeline)]);
     try {

@@ -398,3 +398,54 @@ describe('S3 driver: retries and outages', () => {
     expect(Date.now() - started).toBeLessThan(15_000);
   });
 });
+
+// s3rver accepts any secret for its key id; a real S3 checks the SigV4 signature.
+describe.skipIf(s3.kind === 's3rver')('S3 driver: a wrong secret key', () => {
+  const prefix = uniquePrefix('repo-secret');
+  const minio = minioClient(s3);
+  afterAll(async () => {
+    await removePrefix(minio, prefix);
+  });
+
+  it('is refused on every call as RepositoryError naming the credentials, never as a missing object, without the secret', async () => {
+    const wrongSecret = `${s3.secretAccessKey.slice(0, -4)}XXXX`;
+    const good = await openS3(prefix);
+    await good.put('wal/000000010000000000000001', Buffer.from('stored with the right key'));
+    await good.close();
+    const bad = await openRepository({
+      url: `s3://${s3.bucket}/${prefix}`,
+      endpoint: s3.endpoint,
+      region: s3.region,
+      forcePathStyle: true,
+      accessKeyId: s3.accessKeyId,
+      secretAccessKey: wrongSecret,
+    });
+    try {
+      const results = await Promise.allSettled([
+        bad.get('wal/000000010000000000000001'),
+        bad.stat('wal/000000010000000000000001'),
+        bad.stat('wal/000000010000000000000002'),
+        bad.put('wal/000000010000000000000002', Buffer.from('x')),
+        bad.put('backups/base.tar.gz', Readable.from([Buffer.from('y')])),
+        listKeys(bad, 'wal/'),
+        bad.remove(['wal/000000010000000000000001']),
+      ]);
+      for (const result of results) {
+        expect(result.status).toBe('rejected');
+        const error = (result as PromiseRejectedResult).reason as RepositoryError;
+        expect(error).toBeInstanceOf(RepositoryError);
+        expect(error).not.toBeInstanceOf(ObjectNotFoundError);
+        expect(error.message).toMatch(/HTTP 403/);
+        expect(error.hint).toMatch(/credentials/);
+        expect(`${error.message} ${error.hint}`).not.toContain(wrongSecret);
+        expect(`${error.message} ${error.hint}`).not.toContain(s3.secretAccessKey);
+      }
+    } finally {
+      await bad.close();
+    }
+    // Nothing was written or removed with the wrong key.
+    expect((await minio.statObject(s3.bucket, `${prefix}/wal/000000010000000000000001`)).size).toBe(25);
+    await expect(minio.statObject(s3.bucket, `${prefix}/wal/000000010000000000000002`)).rejects.toMatchObject({code: 'NotFound'});
+    await expect(minio.statObject(s3.bucket, `${prefix}/backups/base.tar.gz`)).rejects.toMatchObject({code: 'NotFound'});
+  });
+});

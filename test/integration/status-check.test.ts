@@ -118,7 +118,7 @@ describe('status and check', () => {
     const copy = join(scratch, 'gap-repo');
     execFileSync('cp', ['-a', setup.repoDir!, copy]);
     const segments = (readdirSync(join(copy, 'wal'), {recursive: true}) as string[])
-      .filter((path) => /\/[0-9A-F]{24}-[0-9a-f]{64}\.gz$/.test(path)).sort();
+      .filter((path) => /\/[0-9A-F]{24}-[0-9a-f]{64}\.(gz|zst)$/.test(path)).sort();
     const listed = JSON.parse((await setup.pgbk(['list', '--json'])).stdout);
     const walStart = (await readManifestWalStart(setup.repoDir!, listed.backups[0].id));
     const after = segments.filter((path) => path.split('/').at(-1)!.slice(0, 24) > walStart);

@@ -4,7 +4,8 @@
 import {readFileSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {text} from 'node:stream/consumers';
-import {gzipSync} from 'node:zlib';
+import zlib, {gzipSync} from 'node:zlib';
+import {codecSuffix, defaultCompression} from '../../src/util/codec.js';
 import {randomBytes} from 'node:crypto';
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
 import {parsePolicy} from '../../src/policy/load.js';
@@ -73,7 +74,8 @@ describe.each(['local', 's3'] as const)('verify with a %s repository', (kind) =>
     const manifest = JSON.parse((await readAll(repo, `backups/${ids[0]}/manifest.json`)).toString('utf8'));
     const key = await walKey(segmentName(1, segmentNumberOf(manifest.walStart) + 1n));
     const original = await readAll(repo, key);
-    await overwrite(key, gzipSync(randomBytes(16 * 1024 * 1024)));
+    // Valid data of the object's own codec: only the checksum can tell.
+    await overwrite(key, key.endsWith('.zst') ? (zlib as unknown as {zstdCompressSync(b: Buffer): Buffer}).zstdCompressSync(randomBytes(16 * 1024 * 1024)) : gzipSync(randomBytes(16 * 1024 * 1024)));
     try {
       const result = await setup.pgbk(['verify']);
       expect(result.exitCode).toBe(1);
@@ -103,7 +105,7 @@ describe.each(['local', 's3'] as const)('verify with a %s repository', (kind) =>
   });
 
   it('fails on a damaged backup object, naming it; --backup checks one backup', async () => {
-    const key = `backups/${ids[1]}/base.tar.gz`;
+    const key = `backups/${ids[1]}/base.tar${codecSuffix(defaultCompression().codec)}`;
     const original = await readAll(repo, key);
     const damaged = Buffer.from(original);
     damaged[Math.floor(damaged.length / 2)] ^= 0xff;

@@ -3,8 +3,8 @@
 // compare-and-swap under a lock file taken with O_EXCL, held only for stat-compare-rename.
 
 import {createHash, randomBytes} from 'node:crypto';
-import {createWriteStream, type BigIntStats} from 'node:fs';
-import {link, mkdir, open, readFile, readdir, rename, rm, stat, unlink} from 'node:fs/promises';
+import {createWriteStream, existsSync, statSync, type BigIntStats} from 'node:fs';
+import {link, mkdir, open, readFile, readdir, rename, rm, stat, unlink, writeFile} from 'node:fs/promises';
 import {hostname} from 'node:os';
 import {dirname, join} from 'node:path';
 import type {Readable} from 'node:stream';
@@ -12,7 +12,7 @@ import {pipeline} from 'node:stream/promises';
 import {ObjectNotFoundError, PreconditionFailedError, RepositoryError, AssertError} from '../../errors.js';
 import {processAlive} from '../../util/process.js';
 import {HashCounter, sha256Hex} from '../../util/streams.js';
-import type {ConditionalWriteSupport, IncompleteUpload, PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
+import type {ConditionalWriteSupport, IncompleteUpload, ListOptions, PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
 
 const TEMP_MARK = '.pgbk-tmp-';
 const LOCK_SUFFIX = `${TEMP_MARK}lock`;
@@ -25,11 +25,53 @@ const HASHED_VERSION_MAX = 64 * 1024;
 export class LocalRepository implements Repository {
   readonly description: string;
 
+  private rootChecked = false;
+
   constructor(private readonly root: string) {
     this.description = `file://${root}`;
   }
 
+  /**
+   * The root must exist: a repository on a mount that is missing would otherwise be re-created on the root file
+   * system, swallow WAL there, and look empty once the mount is back. Checked once per instance.
+   */
+  private checkRoot(): void {
+    if (this.rootChecked) return;
+    let info;
+    try {
+      info = statSync(this.root);
+    } catch (error) {
+      const code = (error as NodeJS.ErrnoException).code;
+      if (code === 'ENOENT' || code === 'ENOTDIR') {
+        throw new RepositoryError(
+          `repository directory ${this.root} does not exist (not mounted?)`,
+          `pgbk never creates it implicitly; mount the backup volume, or run "pgbk init" to create the repository (its parent ${dirname(this.root)} must exist)`,
+        );
+      }
+      throw wrapFsError(error, `cannot use repository directory ${this.root}`);
+    }
+    if (!info.isDirectory()) throw new RepositoryError(`repository path ${this.root} is not a directory`);
+    this.rootChecked = true;
+  }
+
+  async create(): Promise<void> {
+    if (existsSync(this.root)) return this.checkRoot();
+    const parent = dirname(this.root);
+    if (!existsSync(parent)) {
+      throw new RepositoryError(
+        `cannot create repository directory ${this.root}: its parent ${parent} does not exist (not mounted?)`,
+        `create ${parent} (or mount the backup volume there) first; pgbk creates only the last directory`,
+      );
+    }
+    await mkdir(this.root, {mode: 0o750}).catch((error: NodeJS.ErrnoException) => {
+      if (error.code !== 'EEXIST') throw wrapFsError(error, `cannot create repository directory ${this.root}`);
+    });
+    await syncPath(parent, 'r').catch(() => undefined);
+    this.checkRoot();
+  }
+
   private pathOf(key: string): string {
+    this.checkRoot();
     if (key.startsWith('/') || key.split('/').some((part) => part === '..' || part === '.')) {
       throw new AssertError(`internal error: unsafe repository key "${key}"`);
     }
@@ -195,18 +237,18 @@ export class LocalRepository implements Repository {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<StoredObject> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<StoredObject> {
     // The prefix may end inside a name ("wal/00000001/0000000100000000/000000010000000000000003-").
     const slash = prefix.lastIndexOf('/');
     const dirKey = slash >= 0 ? prefix.slice(0, slash + 1) : '';
     const namePrefix = prefix.slice(slash + 1);
-    yield* this.walk(dirKey, namePrefix);
+    yield* this.walk(dirKey, namePrefix, options.startAfter ?? '');
   }
 
-  private async *walk(dirKey: string, namePrefix: string): AsyncIterable<StoredObject> {
+  private async *walk(dirKey: string, namePrefix: string, startAfter: string): AsyncIterable<StoredObject> {
     let entries;
     try {
-      entries = await readdir(dirKey ? this.pathOf(dirKey.slice(0, -1)) : this.root, {withFileTypes: true});
+      entries = await readdir(dirKey ? this.pathOf(dirKey.slice(0, -1)) : (this.checkRoot(), this.root), {withFileTypes: true});
     } catch (error) {
       if ((error as NodeJS.ErrnoException).code === 'ENOENT' || (error as NodeJS.ErrnoException).code === 'ENOTDIR') return;
       throw wrapFsError(error, `cannot list ${dirKey || '/'} in ${this.description}`);
@@ -217,10 +259,13 @@ export class LocalRepository implements Repository {
       .map((entry) => (entry.isDirectory() ? `${entry.name}/` : entry.name))
       .sort();
     for (const name of names) {
+      const key = `${dirKey}${name}`;
       if (name.endsWith('/')) {
-        yield* this.walk(`${dirKey}${name}`, '');
+        // A folder before startAfter can hold nothing after it, unless startAfter lies inside it.
+        if (key < startAfter && !startAfter.startsWith(key)) continue;
+        yield* this.walk(key, '', startAfter);
       } else {
-        const key = `${dirKey}${name}`;
+        if (key <= startAfter) continue;
         try {
           const info = await stat(this.pathOf(key));
           if (info.isFile()) yield {key, sizeBytes: info.size, modified: info.mtime};
@@ -243,6 +288,21 @@ export class LocalRepository implements Repository {
       dirs.add(dirname(path));
     }
     for (const dir of dirs) await syncPath(dir, 'r').catch(() => undefined);
+  }
+
+  async serverTime(): Promise<Date | undefined> {
+    const key = `clock-probe${TEMP_MARK}${process.pid}-${randomBytes(4).toString('hex')}`;
+    const path = this.pathOf(key);
+    try {
+      await writeFile(path, '', {flag: 'wx', mode: 0o640});
+      return (await stat(path)).mtime;
+    } catch (error) {
+      // No root yet (nothing ever stored): there is no repository clock to read.
+      if ((error as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw wrapFsError(error, `cannot write a clock probe to ${this.description}`);
+    } finally {
+      await unlink(path).catch(() => undefined);
+    }
   }
 
   async close(): Promise<void> {}

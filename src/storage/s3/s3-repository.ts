@@ -9,6 +9,7 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectsCommand,
   ListMultipartUploadsCommand,
+  HeadBucketCommand,
   GetObjectCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
@@ -21,7 +22,7 @@ import {Upload} from '@aws-sdk/lib-storage';
 import {ObjectNotFoundError, PreconditionFailedError, RepositoryError} from '../../errors.js';
 import {HashCounter} from '../../util/streams.js';
 import {CAPABILITIES_KEY} from '../layout.js';
-import type {ConditionalWriteSupport, IncompleteUpload, PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
+import type {ConditionalWriteSupport, IncompleteUpload, ListOptions, PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
 
 export interface S3Settings {
   bucket: string;
@@ -325,13 +326,14 @@ export class S3Repository implements Repository {
     }
   }
 
-  async *list(prefix: string): AsyncIterable<StoredObject> {
+  async *list(prefix: string, options: ListOptions = {}): AsyncIterable<StoredObject> {
     let token: string | undefined;
     do {
       let page;
       try {
         page = await this.client.send(new ListObjectsV2Command({
           Bucket: this.settings.bucket, Prefix: this.keyOf(prefix), ContinuationToken: token,
+          StartAfter: !token && options.startAfter ? this.keyOf(options.startAfter) : undefined,
         }));
       } catch (error) {
         throw this.wrap(error, `cannot list ${prefix}`);
@@ -367,6 +369,33 @@ export class S3Repository implements Repository {
       if (batch.length === 1000) await flush();
     }
     await flush();
+  }
+
+  async create(): Promise<void> {
+    try {
+      await this.client.send(new HeadBucketCommand({Bucket: this.settings.bucket}));
+    } catch (error) {
+      throw this.wrap(error, `cannot use bucket ${this.settings.bucket}`);
+    }
+  }
+
+  async serverTime(): Promise<Date | undefined> {
+    let date: string | undefined;
+    const command = new ListObjectsV2Command({Bucket: this.settings.bucket, Prefix: this.keyOf(''), MaxKeys: 1});
+    // The response's Date header: the SDK does not surface it on the output, a middleware reads it off the raw response.
+    command.middlewareStack.add((next) => async (args) => {
+      const result = await next(args);
+      const headers = (result.response as {headers?: Record<string, string>}).headers ?? {};
+      date = headers.date ?? headers.Date;
+      return result;
+    }, {step: 'deserialize', name: 'pgbkServerDate'});
+    try {
+      await this.client.send(command);
+    } catch (error) {
+      throw this.wrap(error, 'cannot read the server time');
+    }
+    const parsed = date ? new Date(date) : undefined;
+    return parsed && !Number.isNaN(parsed.getTime()) ? parsed : undefined;
   }
 
   async close(): Promise<void> {

@@ -6,6 +6,7 @@ import {PolicyError} from '../../../src/errors.js';
 import {loadPolicy, parsePolicy, policiesDirectory, resolvePolicyPath} from '../../../src/policy/load.js';
 import {policySchema, STRATEGY_OBJECTIVES} from '../../../src/policy/schema.js';
 import {parseDuration} from '../../../src/policy/duration.js';
+import {ZSTD_AVAILABLE} from '../../../src/util/codec.js';
 
 const FILE = '/etc/pgbk/policies/orders.yaml';
 
@@ -78,7 +79,8 @@ describe('parsePolicy: valid policies', () => {
       jobTimeoutSeconds: {backup: 12 * 3600, expire: 2 * 3600, drill: 3600 + 1800},
       retention: {backups: 7, days: 14},
       objectives: {rpoSeconds: 300, rtoSeconds: 5400},
-      backup: {checkpoint: 'spread', compressionLevel: 6},
+      backup: {checkpoint: 'spread'},
+      compression: {codec: 'gzip', level: 6},
       dump: {tables: ['public.orders', 'public.items']},
       drill: {checks: [], heartbeat: false, timeoutSeconds: 3600},
     });
@@ -94,6 +96,16 @@ describe('parsePolicy: valid policies', () => {
     expect(() => parsePolicy(`${MINIMAL}schedule:\n  timeout:\n    restore: 1h\n`, FILE, {})).toThrow(/schedule\.timeout/);
   });
 
+  it('compression: codec and level, checked per codec; the old backup.compression_level means gzip', () => {
+    const withSection = (section: string) => parsePolicy(`${MINIMAL}\n${section}\n`, '/srv/pgbk/billing.yml', {});
+    expect(withSection('compression: {codec: gzip, level: 9}').compression).toEqual({codec: 'gzip', level: 9});
+    expect(withSection('compression: {codec: none}').compression).toEqual({codec: 'none', level: 0});
+    expect(() => withSection('compression: {codec: gzip, level: 12}')).toThrow(/compression.level: 12 is out of range for gzip \(1..9\)/);
+    expect(() => withSection('compression: {codec: lz4}')).toThrow(/compression/);
+    expect(withSection('backup: {compression_level: 4}').compression).toEqual({codec: 'gzip', level: 4});
+    if (ZSTD_AVAILABLE) expect(withSection('compression: {codec: zstd, level: 19}').compression).toEqual({codec: 'zstd', level: 19});
+  });
+
   it('fills in defaults for a minimal policy', () => {
     const policy = parsePolicy(MINIMAL, '/srv/pgbk/billing.yml', {});
     expect(policy.name).toBe('billing');
@@ -102,7 +114,8 @@ describe('parsePolicy: valid policies', () => {
     expect(policy.schedule).toEqual({});
     expect(policy.jobTimeoutSeconds).toEqual({backup: 12 * 3600, expire: 2 * 3600, drill: 3600 + 1800});
     expect(policy.retention).toEqual({});
-    expect(policy.backup).toEqual({checkpoint: 'fast', compressionLevel: 1});
+    expect(policy.backup).toEqual({checkpoint: 'fast'});
+    expect(policy.compression).toEqual(ZSTD_AVAILABLE ? {codec: 'zstd', level: 1} : {codec: 'gzip', level: 1});
     expect(policy.dump).toEqual({tables: []});
     expect(policy.objectives).toEqual({rpoSeconds: 300, rtoSeconds: 1800});
   });

@@ -3,7 +3,8 @@ import {NothingToRestoreError, TargetError} from '../../../src/errors.js';
 import type {BackupManifest} from '../../../src/backup/manifest.js';
 import {planRestore} from '../../../src/restore/plan.js';
 import {parseTarget, type Target} from '../../../src/restore/target.js';
-import type {RecoverableWindow} from '../../../src/restore/window.js';
+import type {RecoverableWindow, WindowGap} from '../../../src/restore/window.js';
+import {branchOf} from '../../../src/restore/branch.js';
 
 function base(id: string, stopTime: string, stopLsn: string, walStart: string, extra: Partial<BackupManifest> = {}): BackupManifest {
   return {
@@ -55,6 +56,7 @@ const window: RecoverableWindow = {
   latestTimeline: 1,
   lastSegment: '000000010000000100000004',
   archivedSegments: 20,
+  offBranch: [],
 };
 
 const at = (text: string): Target => parseTarget({targetTime: text});
@@ -139,7 +141,7 @@ describe('planRestore: refusing what cannot be reached', () => {
     ['an empty catalog', []],
     ['a catalog of dumps only', [dump]],
   ])('%s → NothingToRestoreError, exit code 2', (_what, backups) => {
-    const error = thrown(() => planRestore(backups, {kind: 'latest'}, {window: {archivedSegments: 0}}));
+    const error = thrown(() => planRestore(backups, {kind: 'latest'}, {window: {archivedSegments: 0, offBranch: []}}));
     expect(error).toBeInstanceOf(NothingToRestoreError);
     expect((error as NothingToRestoreError).exitCode).toBe(2);
     expect((error as NothingToRestoreError).code).toBe('restore.nothing');
@@ -176,14 +178,68 @@ describe('planRestore: refusing what cannot be reached', () => {
     expect(error.message).toMatch(/cannot be reached: the archive holds no commit after the newest backup/);
   });
 
-  it('refuses an LSN after the end of the archived WAL, naming a gap', () => {
+  it('refuses an LSN after the end of the archived WAL', () => {
     const error = thrown(() => planRestore(catalog, {kind: 'lsn', lsn: 0x1_0500_0001n}, {window}));
     expect(error).toBeInstanceOf(TargetError);
     expect(error.message).toBe('LSN 1/5000001 is after the end of the archived WAL (1/5000000)');
-    const gapped: RecoverableWindow = {...window, gap: {missing: '000000010000000100000005', after: '000000010000000100000004'}};
-    const withGap = thrown(() => planRestore(catalog, {kind: 'lsn', lsn: 0x2_0000_0000n}, {window: gapped}));
-    expect(withGap.message).toBe('LSN 2/0 is after the end of the archived WAL (1/5000000, cut short by the missing segment 000000010000000100000005)');
     expect(planRestore(catalog, {kind: 'lsn', lsn: 0x1_0500_0000n}, {window}).backup).toBe(b3);
+  });
+
+  describe('with a gap in the archive', () => {
+    const gap: WindowGap = {
+      missing: '000000010000000100000005', after: '000000010000000100000004', missingSegments: ['000000010000000100000005', '000000010000000100000006'],
+      missingCount: 2, resumesAt: '000000010000000100000007', lastReachableLsn: '1/5000000', lastReachableTime: new Date('2026-11-26T04:00:00Z'),
+    };
+    const gapped: RecoverableWindow = {...window, gap};
+    const described = 'segments 000000010000000100000005 and 000000010000000100000006 are missing (archived up to 000000010000000100000004, resuming at 000000010000000100000007)';
+
+    it('refuses --latest, naming the missing segments and the last reachable point', () => {
+      const error = thrown(() => planRestore(catalog, {kind: 'latest'}, {window: gapped}));
+      expect(error).toBeInstanceOf(TargetError);
+      expect(error.message).toBe(`the end of the archived WAL (latest) lies past a gap in the WAL archive: ${described}; ` +
+        'the last reachable point is the commit at 2026-11-26T04:00:00.000Z (WAL continuous up to LSN 1/5000000)');
+      expect(error.hint).toBe('restore to an earlier target, e.g. --target-time 2026-11-26T04:00:00.000Z (the last commit before the gap); ' +
+        'or put the missing segments back into the archive (pgbk list names them)');
+    });
+
+    it('refuses an LSN or a time past it, and plans one before it', () => {
+      expect(thrown(() => planRestore(catalog, {kind: 'lsn', lsn: 0x1_0500_0001n}, {window: gapped})).message).toMatch(/^LSN 1\/5000001 lies past a gap/);
+      expect(thrown(() => planRestore(catalog, at('2026-11-26T04:00:00.001Z'), {window: gapped})).message).toMatch(/lies past a gap in the WAL archive: segments 000000010000000100000005 and/);
+      expect(planRestore(catalog, {kind: 'lsn', lsn: 0x1_0500_0000n}, {window: gapped}).backup).toBe(b3);
+      expect(planRestore(catalog, at('2026-11-26T03:59:59Z'), {window: gapped}).backup).toBe(b3);
+    });
+
+    it('refuses a time target when no commit before the gap is known', () => {
+      const error = thrown(() => planRestore(catalog, at('2026-11-26T03:30:00Z'), {window: {...gapped, gap: {...gap, lastReachableTime: undefined}}}));
+      expect(error.message).toMatch(/lies past a gap .*; the last reachable point is before LSN 1\/5000000 \(no commit archived before the gap\)$/);
+      expect(error.hint).toMatch(/^restore to an earlier target \(a --target-time or --target-lsn before LSN 1\/5000000\)/);
+    });
+
+    it('warns for targets it cannot place (xid, restore point)', () => {
+      const plan = planRestore(catalog, {kind: 'xid', xid: 6000n}, {window: gapped});
+      expect(plan.warnings).toEqual([`the WAL archive has a gap: ${described}. If transaction 6000 lies after 1/5000000, recovery stops there with an error (archive-get refuses to skip the gap)`]);
+    });
+  });
+
+  describe('along a branch', () => {
+    // Timeline 2 forked from timeline 1 at 0/8000000: b3 (timeline 1, after the fork) is not on timeline 2's branch.
+    const branch2 = branchOf(2, [{parent: 1, switchLsn: 0x8000000n, reason: 'no recovery target specified'}]);
+    const t2 = base('20261126T025000Z', '2026-11-26T02:50:30Z', '0/9000100', '000000020000000000000009', {timeline: 2, nextXid: '3000'});
+
+    it('uses only backups on the branch', () => {
+      const along2: RecoverableWindow = {...window, branch: branch2};
+      expect(planRestore([...catalog, t2], {kind: 'latest'}, {window: along2}).backup).toBe(t2);
+      expect(planRestore([...catalog, t2], at('2026-11-26T02:40:00Z'), {window: along2}).backup).toBe(b2);
+      expect(planRestore([...catalog, t2], {kind: 'latest'}, {window: along2}).timeline).toBe(2);
+      const along1: RecoverableWindow = {...window, branch: branchOf(1, [])};
+      expect(planRestore([dump, b1, b2, t2], {kind: 'latest'}, {window: along1}).backup).toBe(b2);
+    });
+
+    it('refuses --backup of another branch', () => {
+      const error = thrown(() => planRestore([...catalog, t2], {kind: 'latest'}, {window: {...window, branch: branch2}, backupId: b3.id}));
+      expect(error).toBeInstanceOf(TargetError);
+      expect(error.message).toBe(`backup ${b3.id} (timeline 1, LSN 1/2000100) is not on the history of timeline 2`);
+    });
   });
 
   it('checks the window even when --backup is given', () => {

@@ -35,6 +35,8 @@ class MemoryRepository implements Repository {
     this.removeCalls.push(batch);
     for (const key of batch) this.objects.delete(key);
   }
+  async create(): Promise<void> {}
+  async serverTime(): Promise<Date | undefined> { return undefined; }
   async close(): Promise<void> {}
 }
 

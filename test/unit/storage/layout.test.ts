@@ -24,7 +24,8 @@ describe('WAL object keys', () => {
     expect(walFilePrefix(walFile)).toBe(prefix);
     expect(walFilePrefix(walFile).startsWith(walTimelineKey(walFile.slice(0, 8)))).toBe(true);
     expect(walObjectKey(walFile, SHA)).toBe(`${prefix}${SHA}.gz`);
-    expect(walObjectKey(walFile, SHA, 'gz')).toBe(`${prefix}${SHA}.gz`);
+    expect(walObjectKey(walFile, SHA, 'gzip')).toBe(`${prefix}${SHA}.gz`);
+    expect(walObjectKey(walFile, SHA, 'zstd')).toBe(`${prefix}${SHA}.zst`);
     expect(walObjectKey(walFile, SHA, 'none')).toBe(`${prefix}${SHA}`);
   });
 
@@ -43,8 +44,10 @@ describe('WAL object keys', () => {
     '00000002.history',
     '0000001A.history',
   ])('round-trips %s through walObjectKey and parseWalObjectKey', (walFile) => {
-    expect(parseWalObjectKey(walObjectKey(walFile, SHA))).toEqual({walFile, sha256: SHA, compression: 'gz'});
-    expect(parseWalObjectKey(walObjectKey(walFile, OTHER_SHA, 'none'))).toEqual({walFile, sha256: OTHER_SHA, compression: 'none'});
+    expect(parseWalObjectKey(walObjectKey(walFile, SHA))).toEqual({walFile, sha256: SHA, codec: 'gzip'});
+    expect(parseWalObjectKey(walObjectKey(walFile, SHA, 'zstd'))).toEqual({walFile, sha256: SHA, codec: 'zstd'});
+    expect(walObjectKey(walFile, SHA, 'zstd').endsWith(`${SHA}.zst`)).toBe(true);
+    expect(parseWalObjectKey(walObjectKey(walFile, OTHER_SHA, 'none'))).toEqual({walFile, sha256: OTHER_SHA, codec: 'none'});
   });
 
   it.each([
@@ -54,7 +57,7 @@ describe('WAL object keys', () => {
     ['a short checksum', `wal/00000001/0000000100000000/000000010000000000000003-${SHA.slice(1)}.gz`],
     ['an upper-case checksum', `wal/00000001/0000000100000000/000000010000000000000003-${SHA.toUpperCase()}.gz`],
     ['no checksum', 'wal/00000001/0000000100000000/000000010000000000000003.gz'],
-    ['another suffix', `${walObjectKey('000000010000000000000003', SHA, 'none')}.zst`],
+    ['another suffix', `${walObjectKey('000000010000000000000003', SHA, 'none')}.lz4`],
     ['a key outside wal/', `backups/00000001/0000000100000000/000000010000000000000003-${SHA}.gz`],
     ['a timeline folder prefix', 'wal/00000001/'],
     ['a lower-case timeline folder', `wal/0000000a/0000000A00000000/0000000A0000000000000003-${SHA}.gz`],

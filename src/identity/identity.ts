@@ -1,0 +1,111 @@
+// The repository's identity: which database system (PostgreSQL cluster) a repository belongs to. Written once by
+// `pgbk init` (or the first backup into an empty repository) at the repository root; every command that reads or
+// writes the repository compares it with what it handles, so WAL or backups of two clusters can never mix.
+
+import {createHash, randomBytes, randomUUID} from 'node:crypto';
+import {text} from 'node:stream/consumers';
+import {CorruptObjectError, ObjectNotFoundError, RepositoryIdentityError} from '../errors.js';
+import {IDENTITY_KEY} from '../storage/layout.js';
+import type {Repository} from '../storage/repository.js';
+
+export const IDENTITY_FORMAT = 'pgbk-repository';
+export const IDENTITY_FORMAT_VERSION = 1;
+
+export interface RepositoryIdentity {
+  format: typeof IDENTITY_FORMAT;
+  formatVersion: number;
+  /** Random, made when the repository was initialised: tells two repositories at one URL apart. */
+  repositoryId: string;
+  /** pg_control_system().system_identifier, as text (64-bit). */
+  systemId: string;
+  pgVersionNum: number;
+  walSegmentSize: number;
+  created: string;
+  /** Random salt for keys derived from a passphrase (client-side encryption). */
+  salt: string;
+  /** How the identity came to be: `init`, `backup` (first backup into an empty repository) or `adopted`. */
+  createdBy: 'init' | 'backup' | 'adopted';
+  /** SHA-256 over the JSON of every field above. */
+  checksum?: string;
+}
+
+export interface ClusterFacts {
+  systemId: string;
+  pgVersionNum: number;
+  walSegmentSize: number;
+}
+
+function checksumOf(identity: RepositoryIdentity): string {
+  const {checksum: _ignored, ...rest} = identity;
+  return createHash('sha256').update(JSON.stringify(rest)).digest('hex');
+}
+
+export function newIdentity(cluster: ClusterFacts, createdBy: RepositoryIdentity['createdBy'], now: Date): RepositoryIdentity {
+  const identity: RepositoryIdentity = {
+    format: IDENTITY_FORMAT,
+    formatVersion: IDENTITY_FORMAT_VERSION,
+    repositoryId: randomUUID(),
+    systemId: cluster.systemId,
+    pgVersionNum: cluster.pgVersionNum,
+    walSegmentSize: cluster.walSegmentSize,
+    created: now.toISOString(),
+    salt: randomBytes(16).toString('hex'),
+    createdBy,
+  };
+  return {...identity, checksum: checksumOf(identity)};
+}
+
+/** The identity of `repo`, or undefined when it has none (a new repository, or one made before identities). */
+export async function readIdentity(repo: Repository): Promise<RepositoryIdentity | undefined> {
+  let body: string;
+  try {
+    body = await text(await repo.get(IDENTITY_KEY));
+  } catch (error) {
+    if (error instanceof ObjectNotFoundError) return undefined;
+    throw error;
+  }
+  let identity: RepositoryIdentity;
+  try {
+    identity = JSON.parse(body);
+  } catch (error) {
+    throw new CorruptObjectError(`the repository identity ${IDENTITY_KEY} in ${repo.description} is not valid JSON`, undefined, {cause: error});
+  }
+  if (identity?.format !== IDENTITY_FORMAT || identity.checksum !== checksumOf(identity) || !/^\d+$/.test(String(identity.systemId))) {
+    throw new CorruptObjectError(
+      `the repository identity ${IDENTITY_KEY} in ${repo.description} is damaged (it does not match its checksum)`,
+      'restore it from a copy, or move the repository aside and run "pgbk init"; nothing was written',
+    );
+  }
+  if (identity.formatVersion > IDENTITY_FORMAT_VERSION) {
+    throw new RepositoryIdentityError(
+      `${repo.description} has repository format ${identity.formatVersion}; this pgbk reads up to ${IDENTITY_FORMAT_VERSION}`,
+      'upgrade pgbk',
+    );
+  }
+  return identity;
+}
+
+/** The identity of `repo`; a repository without one is refused (exit 2) with the way out. */
+export async function requireIdentity(repo: Repository, policyName: string): Promise<RepositoryIdentity> {
+  const identity = await readIdentity(repo);
+  if (!identity) {
+    throw new RepositoryIdentityError(
+      `${repo.description} is not an initialised pgbk repository (no ${IDENTITY_KEY})`,
+      `run "pgbk init --policy ${policyName}" with the server running; a repository from an earlier pgbk is adopted once every backup in it is checked to be of that server`,
+    );
+  }
+  return identity;
+}
+
+/** Refuses a server or backup of another database system than the repository's. */
+export function assertSameSystem(identity: RepositoryIdentity, systemId: string, what: string, repo: Repository): void {
+  if (identity.systemId === systemId) return;
+  throw new RepositoryIdentityError(
+    `${what} is database system ${systemId}, but ${repo.description} belongs to database system ${identity.systemId}`,
+    'each cluster needs its own repository.url; check that the policy names the right server and repository — nothing was written',
+  );
+}
+
+export function serializeIdentity(identity: RepositoryIdentity): Buffer {
+  return Buffer.from(`${JSON.stringify(identity, null, 2)}\n`);
+}
