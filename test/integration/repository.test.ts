@@ -48,9 +48,10 @@ function localRawView(root: string): RawView {
 
 runRepositoryContract('local', async () => {
   const dir = makeTempDir('pgbk-repo-contract-');
-  // A root that does not exist yet: the first put creates it, listing before that is empty.
+  // The root is made by create() (pgbk init): the driver never creates it implicitly.
   const root = join(dir, 'repo');
   const repo = await openRepository({url: `file://${root}`});
+  await repo.create();
   return {
     repo,
     raw: localRawView(root),
