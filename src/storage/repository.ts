@@ -36,6 +36,12 @@ export interface PutOptions {
    * Atomic where conditionalWrites().compareAndSwap.
    */
   ifMatch?: string;
+  /**
+   * The key names its content (a checksum in the key: archived WAL). With `ifNoneMatch`, no capability check is
+   * needed: a store that ignores the condition merely rewrites the same bytes. Saves the probe/record read on
+   * the per-segment path; a stream body is then written unconditionally.
+   */
+  contentAddressed?: boolean;
 }
 
 /** What the store enforces itself, probed once per repository (see README, "Conditional writes"). */

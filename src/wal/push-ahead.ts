@@ -10,7 +10,7 @@ import {mkdir, readdir, readFile, rename, stat, unlink, writeFile} from 'node:fs
 import {join} from 'node:path';
 import type {Repository} from '../storage/repository.js';
 import {acquirePidLock, lockHolderAlive, releasePidLock} from '../util/pid-lock.js';
-import {fileFingerprint, pushWalFile, type PushOptions} from './push.js';
+import {checkNoConflict, fileFingerprint, pushWalFile, type PushOptions} from './push.js';
 import {findArchivedMany} from './archive.js';
 
 export const PUSHED_DIR = join('pg_wal', 'pgbk-spool', 'pushed');
@@ -107,21 +107,32 @@ export async function runPusher(repo: Repository, cwd: string, after: string, bi
     while (!failed && pushed < settings.max) {
       const backlog = (await readyBacklog(cwd, after)).slice(0, settings.parallel);
       if (backlog.length === 0) break;
-      // One listing for the batch (its one or two folders) instead of one per segment.
-      const existing = await findArchivedMany(repo, backlog).catch(() => undefined);
-      await Promise.all(backlog.map(async (walFile) => {
+      const results = await Promise.all(backlog.map(async (walFile) => {
         try {
-          const result = await pushWalFile(repo, join(cwd, 'pg_wal', walFile), {...options, existing: existing?.get(walFile)});
-          const temp = join(dir, `.${walFile}.tmp`);
-          await writeFile(temp, markerText(result.sha256, binding, result.fingerprint));
-          await rename(temp, join(dir, walFile));
-          pushed++;
+          return await pushWalFile(repo, join(cwd, 'pg_wal', walFile), {...options, deferConflictCheck: true});
         } catch {
           // Archived meanwhile and recycled by PostgreSQL (file gone), or a real failure: either way archive-push
           // handles this segment itself and reports what is wrong.
           failed = true;
+          return undefined;
         }
       }));
+      // One listing for the batch (its one or two folders) after writing it, instead of one per segment: another
+      // copy with other content leaves that segment unmarked, and archive-push then reports the conflict.
+      const copies = await findArchivedMany(repo, backlog).catch(() => undefined);
+      for (const result of results) {
+        if (!result) continue;
+        try {
+          if (!copies) throw new Error('the batch could not be listed');
+          await checkNoConflict(repo, result, result.created ?? true, copies.get(result.walFile) ?? []);
+          const temp = join(dir, `.${result.walFile}.tmp`);
+          await writeFile(temp, markerText(result.sha256, binding, result.fingerprint));
+          await rename(temp, join(dir, result.walFile));
+          pushed++;
+        } catch {
+          failed = true;
+        }
+      }
     }
   } finally {
     await removeStaleMarkers(cwd, dir).catch(() => undefined);

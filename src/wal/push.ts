@@ -5,7 +5,7 @@ import {open, readFile, stat} from 'node:fs/promises';
 import {basename} from 'node:path';
 import {pipeline} from 'node:stream/promises';
 import type {Readable} from 'node:stream';
-import {CorruptObjectError, PgbkError, RepositoryIdentityError, WalConflictError} from '../errors.js';
+import {CorruptObjectError, PgbkError, PreconditionFailedError, RepositoryIdentityError, WalConflictError} from '../errors.js';
 import type {RepositoryIdentity} from '../identity/identity.js';
 import {parseWalObjectKey, walObjectKey} from '../storage/layout.js';
 import {compressor, decompressor, isCodecDataError, type Compression} from '../util/codec.js';
@@ -28,6 +28,8 @@ export interface PushResult {
   repaired?: string;
   /** The file as it was read (device, inode, size, mtime in ns): tells a later caller it is the very same file. */
   fingerprint: string;
+  /** With deferConflictCheck: whether this call created the object (else it existed, and was confirmed). */
+  created?: boolean;
 }
 
 /** Device, inode, size and modification time (ns) of a file: the same string means the same, unchanged file. */
@@ -42,8 +44,11 @@ export interface PushOptions {
   compression: Compression;
   /** The repository's identity (or its pending read): segments of another database system are refused. */
   identity: RepositoryIdentity | Promise<RepositoryIdentity>;
-  /** The stored copies of this file when the caller has just listed them (the pusher lists a batch at once). */
-  existing?: ArchivedWalFile[];
+  /**
+   * Leave the check for another copy with other content to the caller (the pusher lists a batch's folder once
+   * after writing it, then calls checkNoConflict): the result then says whether this call created the object.
+   */
+  deferConflictCheck?: boolean;
 }
 
 /**
@@ -60,9 +65,6 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
   const fingerprint = fileFingerprint(stats);
   const identity = Promise.resolve(options.identity);
   identity.catch(() => undefined);
-  // Look for an archived copy while the file is read, checked and compressed.
-  const lookup = options.existing ? Promise.resolve(options.existing) : findArchived(repo, walFile);
-  lookup.catch(() => undefined);
   const checkOwner = async (head: Buffer) => {
     if (name.kind !== 'segment' && name.kind !== 'partial') return;
     const owner = await identity;
@@ -77,8 +79,8 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
   let sha256: string;
   let body: Buffer | Readable;
   if (info.size <= MAX_BUFFERED_BYTES) {
-    // One read; the checksum (this thread) and gzip (libuv's pool) run side by side. Memory is bounded by the
-    // segment size, whatever the number of segments.
+    // One read; the checksum (this thread) and compression (libuv's pool) run side by side. Memory is bounded by
+    // the segment size, whatever the number of segments.
     const data = await readFile(walPath);
     await checkOwner(data.subarray(0, LONG_PAGE_HEADER_BYTES));
     const compressed = compressBuffer(data, options.compression);
@@ -93,34 +95,48 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
     body = compress ? stream.pipe(compress) : stream;
   }
   await identity;
-  const existing = await lookup.catch((error) => {
-    if (!Buffer.isBuffer(body)) body.destroy();
-    throw error;
-  });
-  const same = existing.find((copy) => copy.sha256 === sha256);
-  if (same) {
+  // The key names the content, so the write comes first and needs no listing: create-only where the store
+  // enforces it (an existing copy is then confirmed by reading it back); elsewhere the same bytes again.
+  const key = walObjectKey(walFile, sha256, options.compression.codec);
+  let created = true;
+  let repaired: string | undefined;
+  let storedBytes: number;
+  try {
+    storedBytes = (await repo.put(key, body, {ifNoneMatch: '*', contentAddressed: true})).sizeBytes;
+  } catch (error) {
+    if (!(error instanceof PreconditionFailedError) || !Buffer.isBuffer(body)) throw error;
+    created = false;
     // Confirmed, not assumed: the stored copy must read back to this content, or PostgreSQL would recycle its
     // segment while the archive keeps one that archive-get cannot serve.
-    const damage = await confirmStored(repo, same);
-    if (!damage) {
-      if (!Buffer.isBuffer(body)) body.destroy();
-      return {walFile, key: same.key, sha256, sizeBytes: info.size, storedBytes: same.sizeBytes, alreadyArchived: true, fingerprint};
+    const copy = {walFile, sha256, key, sizeBytes: body.length};
+    repaired = await confirmStored(repo, copy);
+    storedBytes = body.length;
+    if (repaired) {
+      await repo.put(key, body);
+      const after = await confirmStored(repo, copy);
+      if (after) throw new CorruptObjectError(`${key} in ${repo.description} still reads back damaged after replacing it: ${after}`);
     }
-    const stored = await repo.put(same.key, body);
-    const after = await confirmStored(repo, {...same, sizeBytes: stored.sizeBytes});
-    if (after) throw new CorruptObjectError(`${same.key} in ${repo.description} still reads back damaged after replacing it: ${after}`);
-    return {walFile, key: same.key, sha256, sizeBytes: info.size, storedBytes: stored.sizeBytes, alreadyArchived: false, repaired: damage, fingerprint};
   }
-  if (existing.length > 0) {
-    if (!Buffer.isBuffer(body)) body.destroy();
-    throw new WalConflictError(
-      `${walFile} is already archived in ${repo.description} with different content (sha256 ${existing[0]!.sha256}, this file ${sha256})`,
-      'two servers may be archiving into one repository (split brain); only one primary may archive — nothing was overwritten',
-    );
-  }
-  const key = walObjectKey(walFile, sha256, options.compression.codec);
-  const stored = await repo.put(key, body);
-  return {walFile, key, sha256, sizeBytes: info.size, storedBytes: stored.sizeBytes, alreadyArchived: false, fingerprint};
+  const result: PushResult = {walFile, key, sha256, sizeBytes: info.size, storedBytes, alreadyArchived: !created && !repaired, fingerprint,
+    ...(repaired ? {repaired} : {})};
+  if (options.deferConflictCheck) return {...result, created};
+  await checkNoConflict(repo, result, created, await findArchived(repo, walFile));
+  return result;
+}
+
+/**
+ * After the write: another copy of the file with other content means two servers archive into one repository
+ * (split brain), or raced to. The one that sees the other gives way: it removes the copy it created itself and
+ * fails loudly, so at most one content is ever acknowledged (both may fail; PostgreSQL retries).
+ */
+export async function checkNoConflict(repo: Repository, result: PushResult, created: boolean, copies: ArchivedWalFile[]): Promise<void> {
+  const others = copies.filter((copy) => copy.walFile === result.walFile && copy.sha256 !== result.sha256);
+  if (others.length === 0) return;
+  if (created) await repo.remove([result.key]);
+  throw new WalConflictError(
+    `${result.walFile} is already archived in ${repo.description} with different content (sha256 ${others[0]!.sha256}, this file ${result.sha256})`,
+    'two servers may be archiving into one repository (split brain); only one primary may archive — nothing was overwritten',
+  );
 }
 
 /** Why the stored copy does not read back to its checksum, or undefined when it does. Repository errors propagate. */

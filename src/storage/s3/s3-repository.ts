@@ -75,6 +75,11 @@ export class S3Repository implements Repository {
   }
 
   async put(key: string, body: Readable | Buffer, options: PutOptions = {}): Promise<PutResult> {
+    if (options.contentAddressed && options.ifNoneMatch && options.ifMatch === undefined) {
+      // Same key, same bytes: the header alone is enough (enforced: 412; ignored: the same bytes again).
+      if (!Buffer.isBuffer(body)) return this.put(key, body, {...options, ifNoneMatch: undefined, contentAddressed: undefined});
+      return this.putBuffer(key, body, options, {IfNoneMatch: '*'});
+    }
     const conditional = options.ifNoneMatch !== undefined || options.ifMatch !== undefined;
     if (conditional && !Buffer.isBuffer(body) && !(await this.conditionalWrites().then(() => this.multipartConditional))) {
       // This store ignores conditions on CompleteMultipartUpload (radosgw 16 does): read up to one part; a body
@@ -99,32 +104,11 @@ export class S3Repository implements Repository {
       if (ifMatch !== undefined && this.etagForm === 'unquoted') ifMatch = unquote(ifMatch);
     }
     const condition = {IfNoneMatch: options.ifNoneMatch, IfMatch: ifMatch};
+    if (Buffer.isBuffer(body)) return this.putBuffer(key, body, options, condition);
     // When the source fails, Upload aborts the multipart upload; if that abort fails too (s3rver answers
     // 405, or the endpoint is gone), Upload rejects with the abort's error. Report the source's error.
     let sourceError: unknown;
     try {
-      if (Buffer.isBuffer(body)) {
-        const md5 = createHash('md5').update(body).digest('hex');
-        let etag: string | undefined;
-        try {
-          const response = await this.client.send(new PutObjectCommand({
-            Bucket: this.settings.bucket, Key: this.keyOf(key), Body: body, ContentLength: body.length, ...condition,
-          }));
-          etag = response.ETag;
-        } catch (error) {
-          // A retried PUT whose first attempt succeeded (the answer was lost) fails its own condition: the
-          // object stored is then ours, byte for byte (a single PUT's ETag is the MD5 of the body).
-          if (!isPreconditionFailed(error)) throw error;
-          const head = await this.stat(key);
-          if (head?.version === undefined || unquote(head.version) !== md5) throw error;
-          etag = head.version;
-        }
-        options.onProgress?.(body.length);
-        return {
-          key, sizeBytes: body.length, sha256: createHash('sha256').update(body).digest('hex'), modified: new Date(),
-          version: etag || `"${md5}"`,
-        };
-      }
       const counter = new HashCounter(options.onProgress);
       const source = body.pipe(counter);
       body.on('error', (error) => {
@@ -149,6 +133,38 @@ export class S3Repository implements Repository {
       }
       throw this.wrap(sourceError ?? error, `cannot write ${key}`);
     }
+  }
+
+  /** One PutObject of a buffer, with the given condition headers. */
+  private async putBuffer(key: string, body: Buffer, options: PutOptions, condition: {IfNoneMatch?: string; IfMatch?: string}): Promise<PutResult> {
+    const md5 = createHash('md5').update(body).digest('hex');
+    let etag: string | undefined;
+    try {
+      try {
+        const response = await this.client.send(new PutObjectCommand({
+          Bucket: this.settings.bucket, Key: this.keyOf(key), Body: body, ContentLength: body.length, ...condition,
+        }));
+        etag = response.ETag;
+      } catch (error) {
+        // A retried PUT whose first attempt succeeded (the answer was lost) fails its own condition: the
+        // object stored is then ours, byte for byte (a single PUT's ETag is the MD5 of the body).
+        // Content-addressed: an existing object is the same content, whoever wrote it; the caller confirms it.
+        if (!isPreconditionFailed(error) || options.contentAddressed) throw error;
+        const head = await this.stat(key);
+        if (head?.version === undefined || unquote(head.version) !== md5) throw error;
+        etag = head.version;
+      }
+    } catch (error) {
+      if (isPreconditionFailed(error)) {
+        throw new PreconditionFailedError(key, options.ifNoneMatch ? 'if-none-match' : 'if-match', {cause: error});
+      }
+      throw this.wrap(error, `cannot write ${key}`);
+    }
+    options.onProgress?.(body.length);
+    return {
+      key, sizeBytes: body.length, sha256: createHash('sha256').update(body).digest('hex'), modified: new Date(),
+      version: etag || `"${md5}"`,
+    };
   }
 
   /** The safe path where the store ignores conditional headers: look first (a HEAD), then write. */
