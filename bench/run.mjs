@@ -308,6 +308,38 @@ async function startS3() {
   state.s3 = {kind: 's3rver', endpoint: `http://127.0.0.1:${port}`, bucket, accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER', region: 'us-east-1', prefix};
 }
 
+/**
+ * A counting proxy in front of the S3 endpoint (the policies point at it): requests per archived segment are a
+ * figure users pay for. Headers pass unchanged (SigV4 signs the Host the client used, which the store accepts).
+ */
+async function startCountingProxy(target) {
+  const http = await import('node:http');
+  const upstream = new URL(target);
+  const counts = {};
+  const server = http.createServer((req, res) => {
+    const url = new URL(req.url, 'http://x');
+    const kind = url.searchParams.has('list-type') || (req.method === 'GET' && /^\/[^/]+\/?$/.test(url.pathname)) ? 'LIST'
+      : url.searchParams.has('uploads') || url.searchParams.has('uploadId') ? `${req.method} multipart` : req.method;
+    counts[kind] = (counts[kind] ?? 0) + 1;
+    const forward = http.request({host: upstream.hostname, port: upstream.port, method: req.method, path: req.url, headers: req.headers}, (answer) => {
+      res.writeHead(answer.statusCode, answer.headers);
+      answer.pipe(res);
+    });
+    forward.on('error', () => res.destroy());
+    req.pipe(forward);
+  });
+  await new Promise((resolve) => server.listen(0, '127.0.0.1', resolve));
+  server.unref();
+  return {
+    endpoint: `http://127.0.0.1:${server.address().port}`,
+    take() {
+      const taken = {...counts};
+      for (const key of Object.keys(counts)) delete counts[key];
+      return taken;
+    },
+  };
+}
+
 function s3Config() {
   const s3 = state.s3;
   return {endpoint: s3.endpoint, region: s3.region, forcePathStyle: true, credentials: {accessKeyId: s3.accessKeyId, secretAccessKey: s3.secretAccessKey},
@@ -358,7 +390,7 @@ function writePolicy(name, prefix, url) {
     `  bin_dir: ${state.binDir}`,
     'repository:',
     `  url: s3://${s3.bucket}/${prefix}`,
-    `  endpoint: ${s3.endpoint}`,
+    `  endpoint: ${state.proxy?.endpoint ?? s3.endpoint}`,
     `  region: ${s3.region}`,
     '  force_path_style: true',
     `  access_key_id: ${JSON.stringify(s3.accessKeyId)}`,
@@ -410,6 +442,7 @@ async function main() {
 
   step('setup: S3 endpoint, temp dir, cluster');
   await startS3();
+  state.proxy = await startCountingProxy(state.s3.endpoint);
   results.machine.s3 = `${state.s3.kind} ${state.s3.endpoint} bucket ${state.s3.bucket}`;
   log(`S3: ${results.machine.s3}, prefix ${state.s3.prefix}`);
   state.base = mkdtempSync(join(tmpdir(), 'pgbk-bench-'));
@@ -480,11 +513,16 @@ async function main() {
     await pgbk(['init'], pushPolicy, {timeoutMs: 60_000});
     const times = [];
     const rss = [];
+    state.proxy.take();
     for (const file of files) {
       const r = await pgbk(['archive-push', file], pushPolicy, {rss: true, timeoutMs: 120_000});
       times.push(r.seconds);
       if (r.rssMb) rss.push(r.rssMb);
     }
+    const requests = state.proxy.take();
+    const total = Object.values(requests).reduce((sum, n) => sum + n, 0);
+    log(`S3 requests per archived segment (cold push): ${fmt(total / files.length, 2)} — ${Object.entries(requests).map(([k, n]) => `${k} ${fmt(n / files.length, 2)}`).join(', ')}`);
+    results.pgbk.requestsPerSegment = {cold: total / files.length, byKind: requests};
     const stored = await storedBytes(`${state.s3.prefix}/push`);
     results.pgbk.archivePush = {
       count: times.length, medianS: quantile(times, 0.5), p99S: quantile(times, 0.99), meanS: mean(times), minS: Math.min(...times), maxS: Math.max(...times),
@@ -533,6 +571,7 @@ async function main() {
     const rawBefore = await storedBytes(`${state.s3.prefix}/main`);
     log(`${ready.length} ready segments (${ready[0]} .. ${lastReady}) produced in ${fmt((performance.now() - genStart) / 1000, 0)}s`);
     const t = performance.now();
+    state.proxy.take();
     await cluster.setArchiveCommand(archiveCommand);
     let timedOut = false;
     const drainTimeout = Math.max(120_000, ready.length * 5_000);
@@ -541,6 +580,10 @@ async function main() {
     } catch (error) { timedOut = true; recordError('archive drain', error); }
     const seconds = (performance.now() - t) / 1000;
     const archived = Number(await cluster.psql('select archived_count from pg_stat_archiver')) - before;
+    const drainRequests = state.proxy.take();
+    const drainTotal = Object.values(drainRequests).reduce((sum, n) => sum + n, 0);
+    log(`S3 requests per archived segment (drain, look-ahead): ${fmt(drainTotal / Math.max(1, archived), 2)} — ${Object.entries(drainRequests).map(([k, n]) => `${k} ${fmt(n / Math.max(1, archived), 2)}`).join(', ')}`);
+    if (results.pgbk.requestsPerSegment) results.pgbk.requestsPerSegment.drain = drainTotal / Math.max(1, archived);
     const rawAfter = await storedBytes(`${state.s3.prefix}/main`);
     results.pgbk.drain = {segments: archived, seconds, segmentsPerS: archived / seconds, timedOut, storedRatio: (rawAfter.total - rawBefore.total) / (archived * SEG)};
     log(`pgbk drain: ${archived} segments in ${fmt(seconds, 1)}s = ${fmt(archived / seconds, 2)} segments/s (${fmt(archived * SEG / MB / seconds, 1)} MB/s of WAL; stored ${fmt(results.pgbk.drain.storedRatio * 100, 1)}% of raw)${timedOut ? ' [TIMED OUT]' : ''}`);
