@@ -25,21 +25,28 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
         if ((await ahead.readyBacklog(io.cwd, walFile)).length === 0) return;
         ahead.spawnPusher({execPath: process.execPath, script: pgbkScript(), cwd: io.cwd, policyArgs: policyArgs(globals())}, walFile);
       };
-      const [{openRepository}, {requireIdentity}] = await Promise.all([import('../storage/open.js'), import('../identity/identity.js')]);
+      const [{openRepository}, identities] = await Promise.all([import('../storage/open.js'), import('../identity/identity.js')]);
       const repo = await openRepository(policy.repository);
+      // S3: the identity read within the last 5 minutes, kept in the spool (saves a GET per segment); a local
+      // repository's is read every time (cheap, and a different repository may be mounted at the same path).
+      const local = policy.repository.url.startsWith('file://');
+      const spoolDir = markers ? dirname(markers) : undefined;
+      const cached = !local && spoolDir ? await identities.readCachedIdentity(spoolDir, location, io.now()) : undefined;
       try {
-        let identity: ReturnType<typeof requireIdentity> | undefined;
-        const identityOnce = () => (identity ??= requireIdentity(repo, policy.name));
+        let identity: Promise<import('../identity/identity.js').RepositoryIdentity> | undefined;
+        const identityOnce = () => (identity ??= cached ? Promise.resolve(cached) : identities.requireIdentity(repo, policy.name));
         // Archived already by the background pusher, into this repository, and this is the very file it archived.
-        // A local repository's identity is read too (cheap): a different repository mounted at the same path.
-        const local = policy.repository.url.startsWith('file://');
         if (markers && (await ahead.takePushedMarker(markers, walPath, walFile, location, local ? async () => (await identityOnce()).repositoryId : undefined))) {
           await startPusher();
           if (globals().json) printJson(io, {walFile, alreadyArchived: true, pushedAhead: true});
           return;
         }
         const {pushWalFile} = await import('../wal/push.js');
-        const result = await pushWalFile(repo, walPath, {compression: policy.compression, identity: identityOnce()});
+        const result = await pushWalFile(repo, walPath, {compression: policy.compression, identity: identityOnce()}).catch(async (error) => {
+          if (spoolDir && cached) await identities.forgetIdentity(spoolDir).catch(() => undefined);
+          throw error;
+        });
+        if (!local && spoolDir && !cached) await identities.rememberIdentity(spoolDir, location, await identityOnce(), io.now()).catch(() => undefined);
         if (globals().json) printJson(io, result);
         else if (result.repaired) io.stderr.write(`pgbk: warning: the archived copy of ${result.walFile} was damaged (${result.repaired}); replaced it\n`);
         else if (result.alreadyArchived) io.stderr.write(`pgbk: warning: ${result.walFile} was already archived with the same content (read back and verified)\n`);

@@ -109,3 +109,35 @@ export function assertSameSystem(identity: RepositoryIdentity, systemId: string,
 export function serializeIdentity(identity: RepositoryIdentity): Buffer {
   return Buffer.from(`${JSON.stringify(identity, null, 2)}\n`);
 }
+
+/**
+ * A copy of the repository's identity kept in the data directory (pg_wal/pgbk-spool/identity.json) by archive-push
+ * for an S3 repository, so that the steady state costs no GET of identity.json per segment. It is used for at most
+ * `maxAgeMs` after it was read from the repository, only for the same location, and only ever written after a
+ * segment of this cluster was archived against it.
+ */
+export async function readCachedIdentity(spoolDir: string, location: string, now: Date, maxAgeMs = 300_000): Promise<RepositoryIdentity | undefined> {
+  const {readFile} = await import('node:fs/promises');
+  try {
+    const cached = JSON.parse(await readFile(`${spoolDir}/identity.json`, 'utf8')) as {location?: string; savedAt?: string; identity?: RepositoryIdentity};
+    const age = now.getTime() - new Date(cached.savedAt ?? 0).getTime();
+    const identity = cached.identity;
+    if (cached.location !== location || !(age >= 0 && age <= maxAgeMs) || !identity || identity.checksum !== checksumOf(identity)) return undefined;
+    return identity;
+  } catch {
+    return undefined;
+  }
+}
+
+export async function rememberIdentity(spoolDir: string, location: string, identity: RepositoryIdentity, now: Date): Promise<void> {
+  const {mkdir, rename, writeFile} = await import('node:fs/promises');
+  await mkdir(spoolDir, {recursive: true, mode: 0o700});
+  const temp = `${spoolDir}/.identity.json.${process.pid}.tmp`;
+  await writeFile(temp, JSON.stringify({location, savedAt: now.toISOString(), identity}));
+  await rename(temp, `${spoolDir}/identity.json`);
+}
+
+export async function forgetIdentity(spoolDir: string): Promise<void> {
+  const {rm} = await import('node:fs/promises');
+  await rm(`${spoolDir}/identity.json`, {force: true});
+}
