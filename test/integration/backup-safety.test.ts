@@ -8,7 +8,8 @@
 //   - ids claimed by many runs in the same second are all different; a manifest is never overwritten and is
 //     written only when its objects are there with their sizes.
 import {spawn, type ChildProcess} from 'node:child_process';
-import {readdirSync, readFileSync} from 'node:fs';
+import {readdirSync, readFileSync, readlinkSync} from 'node:fs';
+import {basename} from 'node:path';
 import pg from 'pg';
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
 import {claimBackupId} from '../../src/backup/id.js';
@@ -64,7 +65,14 @@ class BackupProcess {
 
   get pgbkPid(): number | undefined {
     if (!isRoot) return this.child.pid;
-    return this.tree().find((entry) => entry.comm === 'node' || entry.comm.startsWith('node'))?.pid;
+    // By executable, not by name: Node 24 names its main thread "MainThread" (/proc/<pid>/comm).
+    return this.tree().find((entry) => {
+      try {
+        return basename(readlinkSync(`/proc/${entry.pid}/exe`)) === 'node';
+      } catch {
+        return false;
+      }
+    })?.pid;
   }
 
   describe(): string {
