@@ -141,11 +141,15 @@ async function checkContents(repo: Repository, systemId: string): Promise<{nonEm
  * repository is initialised by its first backup. A repository of an earlier pgbk needs `pgbk init` first.
  */
 export async function identityForBackup(policy: Policy, repo: Repository, now: Date): Promise<RepositoryIdentity> {
-  const facts = await clusterFacts(policy);
+  // With an identity, the backup compares it with the server it actually reads (a standby, or a promoted one
+  // while postgres.url's server is gone): no connection here.
   const existing = await readIdentity(repo);
   if (existing) {
-    assertSameSystem(existing, facts.systemId, `the server of policy ${policy.name}`, repo);
+    // pitr and dump read postgres.url's server itself: refuse another cluster before the backup lease is taken.
+    if (policy.strategy === 'pitr' || policy.strategy === 'dump') {
+      assertSameSystem(existing, (await clusterFacts(policy)).systemId, `the server of policy ${policy.name}`, repo);
+    }
     return existing;
   }
-  return (await initRepository(repo, facts, now, 'backup')).identity;
+  return (await initRepository(repo, await clusterFacts(policy), now, 'backup')).identity;
 }
