@@ -34,7 +34,13 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
       const cached = !local && spoolDir ? await identities.readCachedIdentity(spoolDir, location, io.now()) : undefined;
       try {
         let identity: Promise<import('../identity/identity.js').RepositoryIdentity> | undefined;
-        const identityOnce = () => (identity ??= cached ? Promise.resolve(cached) : identities.requireIdentity(repo, policy.name));
+        const identityOnce = () => {
+          if (!identity) {
+            identity = cached ? Promise.resolve(cached) : identities.requireIdentity(repo, policy.name);
+            identity.catch(() => undefined); // awaited by its users; never an unhandled rejection meanwhile
+          }
+          return identity;
+        };
         // Archived already by the background pusher, into this repository, and this is the very file it archived.
         if (markers && (await ahead.takePushedMarker(markers, walPath, walFile, location, local ? async () => (await identityOnce()).repositoryId : undefined))) {
           await startPusher();

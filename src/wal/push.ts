@@ -58,13 +58,13 @@ export interface PushOptions {
 export async function pushWalFile(repo: Repository, walPath: string, options: PushOptions): Promise<PushResult> {
   const walFile = basename(walPath);
   const name = parseWalFileName(walFile);
+  const identity = Promise.resolve(options.identity);
+  identity.catch(() => undefined); // awaited below, before anything is written
   const stats = await stat(walPath, {bigint: true}).catch((error: NodeJS.ErrnoException) => {
     throw new WalFileUnreadableError(`cannot read WAL file ${walPath}: ${error.code ?? error.message}`);
   });
   const info = {size: Number(stats.size)};
   const fingerprint = fileFingerprint(stats);
-  const identity = Promise.resolve(options.identity);
-  identity.catch(() => undefined);
   const checkOwner = async (head: Buffer) => {
     if (name.kind !== 'segment' && name.kind !== 'partial') return;
     const owner = await identity;

@@ -281,6 +281,7 @@ describe('a file:// repository that is not there', () => {
       const push = await runPgbk(['archive-push', copy, '--policy', policy]);
       expect(push.exitCode).not.toBe(0);
       expect(push.stderr).toMatch(new RegExp(`repository directory ${root} does not exist \\(not mounted\\?\\)`));
+      expect(push.stderr, 'a message, not a crash').not.toMatch(/\n\s+at |Node\.js v/);
       expect(existsSync(mount)).toBe(false);
       const get = await runPgbk(['archive-get', segment, join(setup.dir, 'seg'), '--policy', policy]);
       expect(get.exitCode).toBe(126);
