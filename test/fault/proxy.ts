@@ -71,6 +71,8 @@ export interface Injection {
 
 export interface FaultProxy {
   readonly endpoint: string;
+  /** Stripped from object keys before rules see them (a repository's prefix in the bucket, ending in '/'). */
+  keyPrefix: string;
   readonly requests: ProxiedRequest[];
   inject(rule: FaultRule): Injection;
   /** Remove every rule. */
@@ -141,7 +143,8 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const server: Server = createServer((req, res) => {
     const method = (req.method ?? 'GET').toUpperCase();
     const [path = '/', query = ''] = (req.url ?? '/').split('?', 2) as [string, string?];
-    const key = keyOf(path);
+    const fullKey = keyOf(path);
+    const key = proxy.keyPrefix && fullKey.startsWith(proxy.keyPrefix) ? fullKey.slice(proxy.keyPrefix.length) : fullKey;
     const record: ProxiedRequest = {method, key, query};
     requests.push(record);
     let fired: RuleState | undefined;
@@ -334,8 +337,9 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   const address = server.address();
   const port = typeof address === 'object' && address ? address.port : 0;
 
-  return {
+  const proxy: FaultProxy = {
     endpoint: `http://127.0.0.1:${port}`,
+    keyPrefix: '',
     requests,
     inject(rule) {
       const state = new RuleState(rule);
@@ -357,6 +361,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       return new Promise<void>((resolve) => server.close(() => resolve()));
     },
   };
+  return proxy;
 }
 
 function forwardHeaders(headers: IncomingHttpHeaders): IncomingHttpHeaders {

@@ -4,7 +4,7 @@
 import {spawn} from 'node:child_process';
 import {existsSync, mkdirSync, readdirSync, readFileSync} from 'node:fs';
 import {join} from 'node:path';
-import {ListObjectsV2Command, ListMultipartUploadsCommand, type S3Client} from '@aws-sdk/client-s3';
+import {GetObjectCommand, ListObjectsV2Command, ListMultipartUploadsCommand, type S3Client} from '@aws-sdk/client-s3';
 import pg from 'pg';
 import {baseEnv, pgbkBin, runPgbk, type RunPgbkResult} from '../helpers/cli.js';
 import {chownToPostgres, createCluster, freePort, isRoot, makeTempDir, pgBinDir, postgresUser, waitFor, type Cluster} from '../helpers/cluster.js';
@@ -67,6 +67,7 @@ export class FaultRig {
     if (kind === 's3') {
       proxy = await startFaultProxy(s3.endpoint);
       prefix = uniquePrefix(opts.label ?? 'fault');
+      proxy.keyPrefix = `${prefix}/`;
       section = {...repositoryPolicy(s3, prefix), endpoint: proxy.endpoint};
     } else {
       repoDir = opts.repoDir ?? join(dir, 'repo');
@@ -203,6 +204,34 @@ export class FaultRig {
     }
   }
 
+  /** Another policy file for the same server and repository, with `extra` top-level sections (e.g. retention). */
+  policyWith(name: string, extra: Record<string, unknown>): string {
+    const section = this.kind === 's3'
+      ? {...repositoryPolicy(this.s3, this.prefix!), endpoint: this.proxy!.endpoint}
+      : {url: `file://${this.repoDir}`};
+    return writePolicy(this.dir, name, {
+      strategy: 'pitr',
+      postgres: {url: this.cluster.url, bin_dir: pgBinDir()},
+      repository: section,
+      ...extra,
+    });
+  }
+
+  /** A backup's manifest, read from the store directly. */
+  async manifest(id: string): Promise<{walStart: string; objects: Array<{key: string}>}> {
+    const key = `backups/${id}/manifest.json`;
+    if (this.kind === 'local') return JSON.parse(readFileSync(join(this.repoDir!, key), 'utf8'));
+    const response = await this.client!.send(new GetObjectCommand({Bucket: this.s3.bucket, Key: `${this.prefix}/${key}`}));
+    return JSON.parse(await response.Body!.transformToString());
+  }
+
+  /** Backup ids `pgbk list` shows. */
+  async listedBackups(): Promise<string[]> {
+    const listed = await this.pgbk(['list', '--json']);
+    if (listed.exitCode !== 0) throw new Error(`pgbk list failed (exit ${listed.exitCode}): ${listed.stderr}`);
+    return (JSON.parse(listed.stdout) as {backups: Array<{id: string}>}).backups.map((backup) => backup.id);
+  }
+
   async destroy(): Promise<void> {
     await this.cluster.destroy();
     await this.proxy?.close();
@@ -283,6 +312,19 @@ export function processesMatching(needle: string): Array<{pid: number; cmdline: 
     }
   }
   return found;
+}
+
+/** Waits for a rule to fire (bounded: a rule that never matches must fail the test, not hang it). */
+export async function hitWithin<T>(hit: Promise<T>, what: string, ms = 60_000): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  try {
+    return await Promise.race([
+      hit,
+      new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms waiting for ${what}`)), ms))),
+    ]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** SIGKILL and wait until the process is gone (bounded). */
