@@ -1,9 +1,9 @@
 // Faults while PostgreSQL archives and restores WAL through pgbk, on an S3 repository behind the fault proxy:
 // 5xx, resets, stalls, truncated and corrupt answers, kill -9 of archive-push at each stage, two nodes pushing one
 // segment. After each fault the invariants (invariants.ts) are checked on the same cluster and repository.
-import {copyFileSync, mkdirSync, writeFileSync} from 'node:fs';
+import {copyFileSync, mkdirSync, readFileSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
-import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
+import {afterAll, afterEach, beforeAll, describe, expect, inject, it} from 'vitest';
 import {chownToPostgres, makeTempDir, waitFor} from '../helpers/cluster.js';
 import {writePolicy} from '../helpers/pitr.js';
 import {pgBinDir} from '../helpers/cluster.js';
@@ -27,6 +27,12 @@ describe('archive-push and archive-get under S3 faults (real PostgreSQL, S3 behi
 
   afterAll(async () => {
     await rig?.destroy();
+  });
+
+  // A failed test must not leave its rules behind for the next one.
+  afterEach(() => {
+    rig?.proxy?.clear();
+    rig?.proxy?.release();
   });
 
   /** Objects stored for one WAL file, as the store shows them. */
@@ -132,7 +138,10 @@ describe('archive-push and archive-get under S3 faults (real PostgreSQL, S3 behi
       await resume(wal, 'after kill before upload');
     });
 
-    it('mid upload (S3 holds half the body): no half-written object appears; the retry archives it', async () => {
+    // s3rver (the harness's fallback store) shows a PUT cut off mid-body as a complete object under its key, and
+    // since the key carries the SHA-256 of the whole segment, the retry then takes the broken copy for "already
+    // archived" (see the damaged-copy test below). A real S3 (radosgw, MinIO, AWS) never shows a partial PUT.
+    it.skipIf(s3.kind === 's3rver')('mid upload (S3 holds half the body): no half-written object appears; the retry archives it', async () => {
       const wal = await killAt('kill mid upload', {...walPut, fault: 'stall-request'});
       // The store saw the client vanish mid-body; nothing may be visible under any name.
       await new Promise((resolve) => setTimeout(resolve, 300)); // let the upstream abort reach the store
@@ -278,8 +287,34 @@ describe('archive-push and archive-get under S3 faults (real PostgreSQL, S3 behi
       expect(await rawKeysOf(otherPolicy, walFile)).toHaveLength(1);
     });
 
+    it('a damaged stored copy (an interrupted upload, bit rot) is not taken for "already archived"', async () => {
+      const walFile = (await rig.acknowledged()).at(-4)!;
+      const first = await rig.spawn(['archive-push', place(0, walFile)], {policyFile: otherPolicy}).result;
+      expect(first.exitCode, first.stderr).toBe(0);
+      const [key] = await rawKeysOf(otherPolicy, walFile);
+      // Keep the first half of the stored object under its name.
+      const {GetObjectCommand, PutObjectCommand} = await import('@aws-sdk/client-s3');
+      const {createS3Client} = await import('../helpers/s3.js');
+      const client = createS3Client(s3);
+      try {
+        const stored = Buffer.from(await (await client.send(new GetObjectCommand({Bucket: s3.bucket, Key: key}))).Body!.transformToByteArray());
+        await client.send(new PutObjectCommand({Bucket: s3.bucket, Key: key, Body: stored.subarray(0, stored.length >> 1)}));
+      } finally {
+        client.destroy();
+      }
+      const again = await rig.spawn(['archive-push', place(0, walFile)], {policyFile: otherPolicy}).result;
+      const dest = join(nodeDirs[1]!, `GOT-${walFile}`);
+      const got = await rig.spawn(['archive-get', walFile, dest], {policyFile: otherPolicy}).result;
+      // Either the push fails loudly, or it repaired the copy: never exit 0 over a copy archive-get cannot serve.
+      if (again.exitCode === 0) {
+        expect(got.exitCode, `archive-push exited 0 over a damaged copy; archive-get now says: ${got.stderr}`).toBe(0);
+        expect(readFileSync(dest).equals(rig.kept(walFile))).toBe(true);
+      } else {
+        expect(again.stderr).toMatch(new RegExp(walFile));
+      }
+    });
+
     async function rawKeysOf(policyFile: string, walFile: string): Promise<string[]> {
-      const {readFileSync} = await import('node:fs');
       const {parse} = await import('yaml');
       const url = String((parse(readFileSync(policyFile, 'utf8')) as {repository: {url: string}}).repository.url);
       const prefix = url.replace(/^s3:\/\/[^/]+\//, '');
