@@ -37,7 +37,7 @@ export interface InvariantReport {
 /** Keys a repository may hold; anything else (temp files, partial uploads made visible) is half-written. */
 export function isCompleteKey(key: string, orphanBackups: string[] = []): boolean {
   if (key.startsWith('wal/')) return parseWalObjectKey(key) !== undefined;
-  const backup = /^backups\/([0-9TZ_-]+[0-9A-Za-z_-]*)\/(base\.tar\.gz|dump\.pgdump|manifest\.json)$/.exec(key);
+  const backup = /^backups\/([0-9TZ_-]+[0-9A-Za-z_-]*)\/(base\.tar\.(?:gz|zst)|dump\.pgdump|manifest\.json)$/.exec(key);
   if (backup) return true;
   if (/^locks\/[a-z0-9_-]+\.json$/.test(key) || /^jobs\/[a-z0-9_-]+\/last\.json$/.test(key) || /^drills\/[0-9A-Za-z_-]+\.json$/.test(key)) return true;
   // The repository identity object (issue 8) and similar root-level metadata.

@@ -10,7 +10,8 @@
 //                        (default: half): S3 did the work (a PUT is stored), the client never hears about it
 //   'stall-request'      forward the headers and `afterBytes` of the body (default: half) to S3, then hold the
 //                        request: S3 sees an upload in progress. After `ms` (default: until release()/close) the
-//                        connection is dropped; when the client goes away first, the upstream request is aborted
+//                        connection is dropped; when the client goes away first, the upstream request is aborted.
+//                        afterBytes < 0: S3 sees nothing at all (the request is held before it is forwarded)
 //   'stall-response'     forward the request, wait for S3's answer, then hold it (S3 has done the work) after
 //                        `afterBytes` of the body (default 0); dropped after `ms`, or on release()/close
 //   'truncate'           forward; send S3's headers (Content-Length unchanged) and half the body, then close
@@ -222,6 +223,12 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
         return;
       }
       case 'stall-request': {
+        if ((rule.afterBytes ?? 0) < 0) {
+          req.pause();
+          hold(rule, req, res, () => undefined);
+          state.resolveHit(record);
+          return;
+        }
         const length = Number(req.headers['content-length'] ?? 0);
         const limit = rule.afterBytes ?? Math.floor(length / 2);
         const upstreamReq = httpRequest({host: target.hostname, port: target.port, method: req.method, path: req.url, headers: forwardHeaders(req.headers)});

@@ -283,7 +283,7 @@ export function spawnPgbk(args: string[], opts: {env?: Record<string, string>; c
   return {pid: child.pid!, result, kill: (signal = 'SIGKILL') => child.kill(signal)};
 }
 
-/** Running pgbk processes whose command line names `policyFile`. */
+/** Running pgbk processes whose command line names `policyFile` (or any file below it, when it is a directory). */
 export function pgbkProcesses(policyFile: string): Array<{pid: number; argv: string[]}> {
   const found: Array<{pid: number; argv: string[]}> = [];
   for (const entry of readdirSync('/proc')) {
@@ -294,7 +294,7 @@ export function pgbkProcesses(policyFile: string): Array<{pid: number; argv: str
     } catch {
       continue;
     }
-    if (argv.includes(pgbkBin) && argv.includes(policyFile) && !argv.includes('-c')) found.push({pid: Number(entry), argv});
+    if (argv.includes(pgbkBin) && argv.some((arg) => arg === policyFile || arg.startsWith(`${policyFile}/`))) found.push({pid: Number(entry), argv});
   }
   return found;
 }
