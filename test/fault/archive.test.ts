@@ -218,7 +218,7 @@ describe('archive-push and archive-get under S3 faults (real PostgreSQL, S3 behi
     let otherPolicy: string;
     let nodeDirs: string[];
 
-    beforeAll(() => {
+    beforeAll(async () => {
       const dir = makeTempDir('pgbk-fault-nodes-');
       otherPolicy = writePolicy(dir, 'nodes', {
         strategy: 'pitr',
@@ -231,6 +231,9 @@ describe('archive-push and archive-get under S3 faults (real PostgreSQL, S3 behi
         chownToPostgres(nodeDir);
         return nodeDir;
       });
+      while ((await rig.acknowledged()).length < 5) await rig.commitAndArchive('segments for the nodes', 10);
+      const init = await rig.spawn(['init'], {policyFile: otherPolicy}).result;
+      if (init.exitCode !== 0 && !/unknown command/i.test(init.stderr)) throw new Error(`pgbk init: ${init.stderr}`);
     });
 
     /** Places a copy of a kept segment (optionally with one byte changed past the page header) in a node's dir. */
@@ -272,9 +275,10 @@ describe('archive-push and archive-get under S3 faults (real PostgreSQL, S3 behi
       expect(got.exitCode, got.stderr).toBe(0);
     });
 
-    // BUG (conditional writes, issue 9 item 2): two nodes that list before either writes both store their copy
-    // (the object name carries the content's SHA-256, so the keys differ); both exit 0 and archive-get then refuses
-    // the segment as a split brain. Expected: exactly one wins, the other fails, one object.
+    // BUG (conditional writes, issue 9 item 2; seen on main 4d9b9ed+ against radosgw): two nodes that list before
+    // either writes both store their copy (the object name carries the content's SHA-256, so the keys differ, and a
+    // create-only PUT of each succeeds); both exit 0, and archive-get then refuses the segment with 126 "archived 2
+    // times with different content". Expected: exactly one wins, the other fails, one object. Re-enable once fixed.
     it.skip('different content at the same moment: exactly one wins, the other fails, one object', async () => {
       const walFile = (await rig.acknowledged()).at(-3)!;
       const paths = [place(0, walFile), place(1, walFile, true)];

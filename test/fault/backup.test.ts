@@ -19,12 +19,6 @@ describe('backup, expire and restore under faults (real PostgreSQL, S3 behind a 
 
   beforeAll(async () => {
     rig = await FaultRig.create('s3', s3, {label: 'fault-backup'});
-    // ~40 MB of incompressible rows: the base backup's upload spans several 8 MiB parts, more than the upload
-    // buffers, so pg_basebackup is still streaming (blocked on its pipe) while a part is held.
-    await rig.cluster.psql(`create extension pgcrypto`);
-    await rig.cluster.psql(`create table filler (id int primary key, noise bytea not null)`);
-    await rig.cluster.psql(`alter table filler alter column noise set storage external`);
-    await rig.cluster.psql(`insert into filler select g, gen_random_bytes(1024) || gen_random_bytes(1024) || gen_random_bytes(1024) || gen_random_bytes(1024) from generate_series(1, 10000) g`);
     await rig.commitAndArchive('seed', 2000);
   });
 
@@ -47,7 +41,7 @@ describe('backup, expire and restore under faults (real PostgreSQL, S3 behind a 
   const tarPut = {method: 'PUT', key: /^backups\/[^/]+\/base\.tar\.(?:gz|zst)$/} as const;
   const manifestPut = {method: 'PUT', key: /^backups\/[^/]+\/manifest\.json$/} as const;
 
-  it('a 503 on a part, a reset on the manifest PUT: the backup succeeds and restores exactly', async () => {
+  it('a 503 on the data upload, a reset on the manifest PUT: the backup succeeds and restores exactly', async () => {
     const proxy = rig.proxy!;
     const part = proxy.inject({...tarPut, fault: '503'});
     const manifest = proxy.inject({...manifestPut, fault: 'reset-request'});
@@ -76,6 +70,12 @@ describe('backup, expire and restore under faults (real PostgreSQL, S3 behind a 
   it('kill -9 while pg_basebackup streams: no pg_basebackup left, nothing listed, the next backup works', async () => {
     const proxy = rig.proxy!;
     const listedBefore = await rig.listedBackups();
+    // ~40 MB of incompressible rows, for this test only: the upload spans several 8 MiB parts, more than the
+    // upload buffers hold, so while the first part is held pg_basebackup is still streaming (blocked on its pipe).
+    await rig.cluster.psql(`create extension if not exists pgcrypto`);
+    await rig.cluster.psql(`create table filler (id int primary key, noise bytea not null)`);
+    await rig.cluster.psql(`alter table filler alter column noise set storage external`);
+    await rig.cluster.psql(`insert into filler select g, gen_random_bytes(1024) || gen_random_bytes(1024) || gen_random_bytes(1024) || gen_random_bytes(1024) from generate_series(1, 10000) g`);
     // Hold the first part of the upload: the upload buffers fill up and pg_basebackup blocks on its pipe.
     const stall = proxy.inject({...tarPut, fault: 'stall-request'});
     const backup = rig.spawn(['backup']);
@@ -90,6 +90,7 @@ describe('backup, expire and restore under faults (real PostgreSQL, S3 behind a 
     await waitFor(() => pgBasebackups().length === 0, {timeoutMs: 15_000, what: 'pg_basebackup to end after pgbk was killed'});
     const [active] = await rig.cluster.query<{n: number}>(`select count(*)::int as n from pg_stat_activity where backend_type = 'walsender'`);
     expect(active!.n).toBe(0);
+    await rig.cluster.psql(`drop table filler`);
     // The killed backup's folder holds at most an incomplete multipart upload: nothing visible.
     const again = await rig.pgbk(['backup']);
     expect(again.exitCode, again.stderr).toBe(0);
@@ -153,6 +154,22 @@ describe('backup, expire and restore under faults (real PostgreSQL, S3 behind a 
         expect(restored.result.stderr).toMatch(/checksum|corrupt|gzip|SHA-256/i);
       } finally {
         proxy.clear();
+      }
+    });
+
+    it('a truncated base backup download (once): the restore either retries to an exact result or fails; never a wrong server', async () => {
+      const proxy = rig.proxy!;
+      const cut = proxy.inject({method: 'GET', key: /^backups\/[^/]+\/base\.tar\.(?:gz|zst)$/, fault: 'truncate'});
+      const restored = await restoreLatest(rig);
+      try {
+        expect(cut.fired).toBe(1);
+        if (restored.result.exitCode === 0) {
+          expect(await rowsOf(restored.url)).toEqual(rig.expectedRows);
+        } else {
+          expect(restored.result.stderr).toMatch(/base\.tar/);
+        }
+      } finally {
+        await restored.stop();
       }
     });
 
