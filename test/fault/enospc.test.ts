@@ -141,10 +141,9 @@ describe.skipIf(!mountable)('ENOSPC on a file:// repository (a 64 MiB tmpfs)', (
     await checkInvariants(rig, {pitr: true});
   });
 
-  // BUG (issue 8 item 6, src/wal/get.ts + src/cli/archive.ts): a local I/O error while writing the fetched segment
-  // (ENOSPC on pg_wal) makes archive-get exit 1, which PostgreSQL reads as "end of archive": recovery stops early
-  // and promotes. Expected ≥ 126 outside a standby. Re-enable once archive-get maps local errors to 126.
-  it.skip('archive-get onto a full disk: exit ≥ 126 (never 1), no partial file', async () => {
+  // A local I/O error while writing the fetched segment (ENOSPC on pg_wal) must not look like the end of the
+  // archive (exit 1): PostgreSQL would stop recovery early and promote (issue 8 item 6; exit 1 before 54bf7f6).
+  it('archive-get onto a full disk: exit ≥ 126 (never 1), no partial file', async () => {
     const dest = join(mountDir, 'dest');
     mkdirSync(dest, {recursive: true});
     chownToPostgres(dest);
