@@ -165,18 +165,20 @@ describe('archive-push and archive-get under S3 faults (real PostgreSQL, S3 behi
       return (await rig.acknowledged()).slice(-count);
     }
 
-    it('corrupt, silently short, truncated every time, 503 or reset every time → exit ≥ 126, no file written', async () => {
+    it('corrupt, silently short, truncated every time, 500 or reset every time → exit ≥ 126, no file written', async () => {
       const proxy = rig.proxy!;
-      const cases = ['corrupt', 'short', 'truncate', '503', 'reset-response'] as const;
+      // 500, not 503: the SDK backs off much longer on SlowDown (~1 min per archive-get before it gives up; the
+      // restore test below keeps a persistent 503).
+      const cases = ['corrupt', 'short', 'truncate', '500', 'reset-response'] as const;
       const segments = await provenSegments(cases.length + 1);
       const rules = cases.map((fault, index) => proxy.inject({method: 'GET', key: walFilePrefix(segments[index]!), fault, times: Infinity}));
       // The listing itself failing must not look like "not archived" (exit 1) either.
       const listed = segments[cases.length]!;
-      const listFails = proxy.inject({method: 'GET', query: new RegExp(`prefix=[^&]*${listed}`), fault: '503', times: Infinity});
+      const listFails = proxy.inject({method: 'GET', query: new RegExp(`prefix=[^&]*${listed}`), fault: '500', times: Infinity});
       try {
         const results = await Promise.all([...segments.slice(0, cases.length), listed].map((walFile) => archiveGet(rig, walFile)));
         results.forEach((got, index) => {
-          const what = index < cases.length ? `${cases[index]} on ${segments[index]}` : `503 on the listing of ${listed}`;
+          const what = index < cases.length ? `${cases[index]} on ${segments[index]}` : `500 on the listing of ${listed}`;
           expect(got.exitCode, `${what}: ${got.stderr}`).toBeGreaterThanOrEqual(126);
           expect(got.data, `${what}: a file was handed over`).toBeUndefined();
           expect(got.leftovers, `${what}: temp files left`).toEqual([]);
