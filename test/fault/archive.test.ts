@@ -167,8 +167,8 @@ describe('archive-push and archive-get under S3 faults (real PostgreSQL, S3 behi
 
     it('corrupt, silently short, truncated every time, 500 or reset every time → exit ≥ 126, no file written', async () => {
       const proxy = rig.proxy!;
-      // 500, not 503: the SDK backs off much longer on SlowDown (~1 min per archive-get before it gives up; the
-      // restore test below keeps a persistent 503).
+      // 500, not 503: the SDK backs off much longer on SlowDown (~1 min per archive-get before it gives up;
+      // backup.test.ts keeps a persistent 503 during a restore).
       const cases = ['corrupt', 'short', 'truncate', '500', 'reset-response'] as const;
       const segments = await provenSegments(cases.length + 1);
       const rules = cases.map((fault, index) => proxy.inject({method: 'GET', key: walFilePrefix(segments[index]!), fault, times: Infinity}));
