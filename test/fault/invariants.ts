@@ -35,14 +35,13 @@ export interface InvariantReport {
 }
 
 /** Keys a repository may hold; anything else (temp files, partial uploads made visible) is half-written. */
-export function isCompleteKey(key: string, orphanBackups: string[] = []): boolean {
+export function isCompleteKey(key: string): boolean {
   if (key.startsWith('wal/')) return parseWalObjectKey(key) !== undefined;
-  const backup = /^backups\/([0-9TZ_-]+[0-9A-Za-z_-]*)\/(base\.tar\.(?:gz|zst)|dump\.pgdump|manifest\.json)$/.exec(key);
+  const backup = /^backups\/([0-9TZ_-]+[0-9A-Za-z_-]*)\/(base\.tar\.(?:gz|zst)|dump\.pgdump|manifest\.json|owner\.json)$/.exec(key);
   if (backup) return true;
   if (/^locks\/[a-z0-9_-]+\.json$/.test(key) || /^jobs\/[a-z0-9_-]+\/last\.json$/.test(key) || /^drills\/[0-9A-Za-z_-]+\.json$/.test(key)) return true;
   // The repository identity object (issue 8) and similar root-level metadata.
   if (/^[a-z][a-z0-9_-]*\.json$/.test(key)) return true;
-  void orphanBackups;
   return false;
 }
 
@@ -80,7 +79,7 @@ export async function checkInvariants(rig: FaultRig, opts: InvariantOptions = {}
 
   // 2. Nothing half-written in the store, and pgbk list works.
   const rawKeys = await rig.rawKeys();
-  const strange = rawKeys.filter((key) => !isCompleteKey(key, opts.orphanBackups));
+  const strange = rawKeys.filter((key) => !isCompleteKey(key));
   expect(strange, 'half-written or unknown objects in the repository').toEqual([]);
   const listed = await rig.pgbk(['list', '--json']);
   expect(listed.exitCode, `pgbk list: ${listed.stderr}`).toBe(0);
