@@ -257,7 +257,7 @@ describe('archive-push and archive-get under S3 faults (real PostgreSQL, S3 behi
       // Both look (LIST) before either writes: held until both have listed, then let go together.
       const held = rig.proxy!.inject({method: 'GET', query: new RegExp(`prefix=[^&]*${walFile}`), fault: 'stall-response', times: 2, then: 'deliver'});
       const pushes = paths.map((path) => rig.spawn(['archive-push', path], {policyFile: otherPolicy}));
-      await waitFor(() => held.fired === 2, {what: 'both nodes listing'});
+      await waitFor(() => held.holding === 2, {what: 'both nodes listing'});
       rig.proxy!.release();
       const results = await Promise.all(pushes.map((push) => push.result));
       for (const result of results) expect(result.exitCode, result.stderr).toBe(0);
@@ -286,7 +286,7 @@ describe('archive-push and archive-get under S3 faults (real PostgreSQL, S3 behi
       const paths = [place(0, walFile), place(1, walFile, true)];
       const held = rig.proxy!.inject({method: 'GET', query: new RegExp(`prefix=[^&]*${walFile}`), fault: 'stall-response', times: 2, then: 'deliver'});
       const pushes = paths.map((path) => rig.spawn(['archive-push', path], {policyFile: otherPolicy}));
-      await waitFor(() => held.fired === 2, {what: 'both nodes listing'});
+      await waitFor(() => held.holding === 2, {what: 'both nodes listing'});
       rig.proxy!.release();
       const results = await Promise.all(pushes.map((push) => push.result));
       expect(results.map((result) => result.exitCode).sort()).toEqual([0, 1]);

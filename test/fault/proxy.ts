@@ -64,6 +64,8 @@ export interface Injection {
   readonly matched: number;
   /** Requests this rule acted on. */
   readonly fired: number;
+  /** Requests this rule holds right now (stalls); release() ends them. */
+  readonly holding: number;
   /** Resolves with the request the first time the rule fires (stalls: once the request is being held). */
   readonly hit: Promise<ProxiedRequest>;
   /** Stop matching (stalls in progress stay held until release()). */
@@ -93,6 +95,7 @@ const ERROR_XML: Record<'503' | '500', string> = {
 class RuleState implements Injection {
   matched = 0;
   fired = 0;
+  holding = 0;
   removed = false;
   readonly hit: Promise<ProxiedRequest>;
   resolveHit!: (request: ProxiedRequest) => void;
@@ -170,11 +173,14 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
   };
 
   /** Holds until ms elapse or release(); then `onEnd` (default: drop the client connection). */
-  const hold = (rule: FaultRule, req: IncomingMessage, res: ServerResponse, onEnd: () => void, deliver?: () => void) => {
+  const hold = (state: RuleState, req: IncomingMessage, res: ServerResponse, onEnd: () => void, deliver?: () => void) => {
+    const rule = state.rule;
     let done = false;
+    state.holding++;
     const finish = (how: 'drop' | 'deliver') => {
       if (done) return;
       done = true;
+      state.holding--;
       held.delete(release);
       clearTimeout(timer);
       if (how === 'deliver' && deliver) {
@@ -225,7 +231,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
       case 'stall-request': {
         if ((rule.afterBytes ?? 0) < 0) {
           req.pause();
-          hold(rule, req, res, () => undefined);
+          hold(state, req, res, () => undefined);
           state.resolveHit(record);
           return;
         }
@@ -240,7 +246,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
           if (holding) return;
           holding = true;
           req.pause();
-          hold(rule, req, res, () => upstreamReq.destroy());
+          hold(state, req, res, () => upstreamReq.destroy());
           state.resolveHit(record);
         };
         if (limit <= 0) {
@@ -297,7 +303,7 @@ export async function startFaultProxy(upstream: string): Promise<FaultProxy> {
               res.writeHead(status, upstreamRes.headers);
               res.write(body.subarray(0, upTo));
             }
-            hold(rule, req, res, () => undefined, () => {
+            hold(state, req, res, () => undefined, () => {
               if (upTo === 0) res.writeHead(status, upstreamRes.headers);
               res.end(body.subarray(upTo));
             });
