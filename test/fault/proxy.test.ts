@@ -98,7 +98,10 @@ describe('fault proxy', () => {
       expect((await rule.hit).key).toBe(key);
       proxy.release();
       expect(await put).toBeInstanceOf(Error);
-      await expect(direct.send(new HeadObjectCommand({Bucket: s3.bucket, Key: `${prefix}/${key}`}))).rejects.toMatchObject({name: 'NotFound'});
+      // s3rver stores a PUT cut off mid-body as an object; a real S3 never does.
+      if (afterBytes === -1 || s3.kind !== 's3rver') {
+        await expect(direct.send(new HeadObjectCommand({Bucket: s3.bucket, Key: `${prefix}/${key}`}))).rejects.toMatchObject({name: 'NotFound'});
+      }
     }
   });
 
