@@ -215,9 +215,15 @@ async function unpackObjects(repo: Repository, plan: RestorePlan, dataDir: strin
           'the stored backup is damaged; restore from another backup (pgbk list, --backup <id>) and run pgbk verify');
       }
     }
-    // When tar fails, its own message says more than the broken pipe it leaves behind.
+    // When tar fails, its own message says more than the broken pipe it leaves behind — unless the stored object
+    // is damaged (tar choked on it before the checksum, checked at the end, could tell): read it through once more.
     if (unpacked.status === 'rejected') {
       body.destroy();
+      const damage = await storedChecksumMismatch(repo, object).catch(() => undefined);
+      if (damage) {
+        throw new CorruptObjectError(`backup object ${object.key} is damaged: ${damage}`,
+          'the stored backup is damaged; restore from another backup (pgbk list, --backup <id>) and run pgbk verify', {cause: unpacked.reason});
+      }
       throw unpacked.reason;
     }
     if (streamed.status === 'rejected') throw streamed.reason;
@@ -225,6 +231,20 @@ async function unpackObjects(repo: Repository, plan: RestorePlan, dataDir: strin
     fetchedBytes += verifier.bytes;
   }
   return fetchedBytes;
+}
+
+/** Why the stored object does not match its manifest entry (size, SHA-256), or undefined when it does. */
+async function storedChecksumMismatch(repo: Repository, object: RestorePlan['backup']['objects'][number]): Promise<string | undefined> {
+  const verifier = new ChecksumVerifier(object.sha256, object.key);
+  try {
+    await pipeline(await repo.get(object.key), verifier, async function* (source: AsyncIterable<Buffer>) {
+      for await (const _chunk of source) { /* drain */ }
+    });
+  } catch (error) {
+    if (error instanceof CorruptObjectError) return error.message;
+    throw error;
+  }
+  return verifier.bytes === object.sizeBytes ? undefined : `${verifier.bytes} bytes stored, the manifest says ${object.sizeBytes}`;
 }
 
 async function emptyDirectory(dir: string): Promise<void> {
