@@ -143,13 +143,13 @@ async function checkContents(repo: Repository, systemId: string): Promise<{nonEm
 export async function identityForBackup(policy: Policy, repo: Repository, now: Date): Promise<RepositoryIdentity> {
   // With an identity, the backup compares it with the server it actually reads (a standby, or a promoted one
   // while postgres.url's server is gone): no connection here.
+  // pitr and dump read postgres.url's server itself: learn it first (an unreachable server is the first thing to
+  // say), and refuse another cluster before the backup lease is taken.
+  const facts = policy.strategy === 'pitr' || policy.strategy === 'dump' ? await clusterFacts(policy) : undefined;
   const existing = await readIdentity(repo);
   if (existing) {
-    // pitr and dump read postgres.url's server itself: refuse another cluster before the backup lease is taken.
-    if (policy.strategy === 'pitr' || policy.strategy === 'dump') {
-      assertSameSystem(existing, (await clusterFacts(policy)).systemId, `the server of policy ${policy.name}`, repo);
-    }
+    if (facts) assertSameSystem(existing, facts.systemId, `the server of policy ${policy.name}`, repo);
     return existing;
   }
-  return (await initRepository(repo, await clusterFacts(policy), now, 'backup')).identity;
+  return (await initRepository(repo, facts ?? await clusterFacts(policy), now, 'backup')).identity;
 }
