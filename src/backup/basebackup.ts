@@ -11,12 +11,12 @@ import {nextXid, serverInfo, type ServerInfo} from '../pg/queries.js';
 import {checkServerVersion} from '../pg/version.js';
 import {redactUrl} from '../pg/conninfo.js';
 import {spawnPg, toolError} from '../pg/run.js';
-import {backupObjectKey, parseWalObjectKey} from '../storage/layout.js';
+import {backupObjectKey} from '../storage/layout.js';
 import {codecSuffix, decompressor} from '../util/codec.js';
 import type {Repository} from '../storage/repository.js';
 import {assertSameSystem, type RepositoryIdentity} from '../identity/identity.js';
 import {createProgress} from '../util/progress.js';
-import {findArchived} from '../wal/archive.js';
+import {codecOfWalKey, findArchived} from '../wal/archive.js';
 import {formatLsn, type Lsn} from '../wal/lsn.js';
 import {segmentName, segmentNameForLsn, lsnToSegmentNumber} from '../wal/name.js';
 import {parseBackupLabel, parseManifestWalRanges, type BackupLabel} from './label.js';
@@ -180,7 +180,7 @@ async function waitForBackupHistory(repo: Repository, label: BackupLabel, server
     const [copy] = await findArchived(repo, name);
     if (copy) {
       const stored = await repo.get(copy.key);
-      const decompress = decompressor(parseWalObjectKey(copy.key)?.codec ?? 'gzip');
+      const decompress = decompressor(codecOfWalKey(copy.key));
       return parseBackupLabel(await text(decompress ? stored.pipe(decompress) : stored));
     }
     if (Date.now() > deadline) return undefined;

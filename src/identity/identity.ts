@@ -3,6 +3,7 @@
 // writes the repository compares it with what it handles, so WAL or backups of two clusters can never mix.
 
 import {createHash, randomBytes, randomUUID} from 'node:crypto';
+import {mkdir, readFile, rename, rm, writeFile} from 'node:fs/promises';
 import {text} from 'node:stream/consumers';
 import {CorruptObjectError, ObjectNotFoundError, RepositoryIdentityError} from '../errors.js';
 import {IDENTITY_KEY} from '../storage/layout.js';
@@ -117,7 +118,6 @@ export function serializeIdentity(identity: RepositoryIdentity): Buffer {
  * segment of this cluster was archived against it.
  */
 export async function readCachedIdentity(spoolDir: string, location: string, now: Date, maxAgeMs = 300_000): Promise<RepositoryIdentity | undefined> {
-  const {readFile} = await import('node:fs/promises');
   try {
     const cached = JSON.parse(await readFile(`${spoolDir}/identity.json`, 'utf8')) as {location?: string; savedAt?: string; identity?: RepositoryIdentity};
     const age = now.getTime() - new Date(cached.savedAt ?? 0).getTime();
@@ -130,7 +130,6 @@ export async function readCachedIdentity(spoolDir: string, location: string, now
 }
 
 export async function rememberIdentity(spoolDir: string, location: string, identity: RepositoryIdentity, now: Date): Promise<void> {
-  const {mkdir, rename, writeFile} = await import('node:fs/promises');
   await mkdir(spoolDir, {recursive: true, mode: 0o700});
   const temp = `${spoolDir}/.identity.json.${process.pid}.tmp`;
   await writeFile(temp, JSON.stringify({location, savedAt: now.toISOString(), identity}));
@@ -138,6 +137,5 @@ export async function rememberIdentity(spoolDir: string, location: string, ident
 }
 
 export async function forgetIdentity(spoolDir: string): Promise<void> {
-  const {rm} = await import('node:fs/promises');
   await rm(`${spoolDir}/identity.json`, {force: true});
 }

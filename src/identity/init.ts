@@ -29,10 +29,10 @@ export async function clusterFacts(policy: Policy): Promise<ClusterFacts> {
 }
 
 async function controlDataFacts(dataDir: string, binDir: string | undefined, connectError: Error): Promise<ClusterFacts> {
-  const {runPg} = await import('../pg/run.js');
-  let stdout: string;
+  const {controlData} = await import('../pg/controldata.js');
+  let field: (label: string) => string | undefined;
   try {
-    ({stdout} = await runPg('pg_controldata', ['-D', dataDir], {binDir}));
+    field = await controlData(dataDir, binDir);
   } catch (error) {
     throw new PgServerError(
       `cannot learn the cluster's system identifier: ${connectError.message}; and pg_controldata -D ${dataDir} failed: ${(error as Error).message}`,
@@ -40,7 +40,6 @@ async function controlDataFacts(dataDir: string, binDir: string | undefined, con
       {cause: error},
     );
   }
-  const field = (label: string) => new RegExp(`^${label}:\\s+(\\S+)`, 'm').exec(stdout)?.[1];
   const systemId = field('Database system identifier');
   const segment = Number(field('Bytes per WAL segment'));
   const catalog = Number(field('pg_control version number'));

@@ -3,17 +3,16 @@
 // this repository's cluster), else the timeline with the most recently archived WAL.
 
 import {mkdtemp, rm} from 'node:fs/promises';
+import {openVerified} from '../wal/archive.js';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {pipeline} from 'node:stream/promises';
 import {text} from 'node:stream/consumers';
-import {decompressor} from '../util/codec.js';
 import {PassThrough} from 'node:stream';
 import {CorruptObjectError, TargetError, WalNotFoundError} from '../errors.js';
 import type {BackupManifest} from '../backup/manifest.js';
 import type {Repository} from '../storage/repository.js';
 import {parseWalObjectKey, WAL_PREFIX} from '../storage/layout.js';
-import {ChecksumVerifier} from '../util/streams.js';
 import {parseWalFileName, segmentNameForLsn, timelineHex} from '../wal/name.js';
 import {formatLsn, type Lsn} from '../wal/lsn.js';
 import {getWalFile} from '../wal/get.js';
@@ -61,13 +60,11 @@ export async function scanTimelines(repo: Repository): Promise<Map<number, Timel
 }
 
 async function readVerified(repo: Repository, key: string, sha256: string): Promise<string> {
-  const body = await repo.get(key);
-  const verifier = new ChecksumVerifier(sha256, key);
+  const stages = await openVerified(repo, key, sha256);
   const out = new PassThrough();
   const content = text(out);
   try {
-    const decompress = decompressor(parseWalObjectKey(key)?.codec ?? 'gzip');
-    await pipeline((decompress ? [body, decompress, verifier, out] : [body, verifier, out]) as never);
+    await pipeline([...stages, out] as never);
   } catch (error) {
     if (error instanceof CorruptObjectError) throw error;
     throw new CorruptObjectError(`timeline history ${key} is unreadable: ${(error as Error).message}`, 'run pgbk verify', {cause: error});

@@ -53,23 +53,20 @@ export function compressBlock(block: Buffer, compression: Compression): Promise<
   }
 }
 
-/** ZSTD_c_nbWorkers (400 in zstd.h): zstd's own threads, which still write one frame. */
-const ZSTD_WORKERS_PARAM = (zlib.constants as unknown as Record<string, number>).ZSTD_c_nbWorkers ?? 400;
-
 /**
  * A streaming compressor (for inputs too large to hold), or undefined for none. zstd output is always ONE frame:
  * Node's streaming zstd decompressor (v24.21) silently drops or rejects data after a frame boundary that does
- * not fall on a chunk boundary, so pgbk never writes multi-frame zstd. `workers` (zstd's own threads) is not
- * used: in Node 24.21 such a stream ends before its last bytes.
+ * not fall on a chunk boundary, so pgbk never writes multi-frame zstd. Nor does it use zstd's own worker threads
+ * (ZSTD_c_nbWorkers): in Node 24.21 such a stream ends before its last bytes.
  */
-export function compressor(compression: Compression, workers = 0): Transform | undefined {
+export function compressor(compression: Compression): Transform | undefined {
   switch (compression.codec) {
     case 'gzip':
       return zlib.createGzip({level: compression.level});
     case 'zstd':
       assertWritable('zstd', 'compression.codec');
       return (zlib as unknown as {createZstdCompress(options: unknown): Transform}).createZstdCompress({
-        params: {[ZSTD_LEVEL_PARAM]: compression.level, ...(workers > 0 ? {[ZSTD_WORKERS_PARAM]: workers} : {})},
+        params: {[ZSTD_LEVEL_PARAM]: compression.level},
       });
     case 'none':
       return undefined;

@@ -10,14 +10,13 @@
 import {Writable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import {unfinishedFolders} from '../backup/folders.js';
-import {decompressor, isCodecDataError} from '../util/codec.js';
+import {isCodecDataError} from '../util/codec.js';
 import {readCatalog, type BackupManifest} from '../backup/manifest.js';
 import {CorruptObjectError, ObjectNotFoundError, PgbkError, UsageError} from '../errors.js';
 import {walVerdict} from '../retention/plan.js';
-import {parseWalObjectKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
 import {ChecksumVerifier} from '../util/streams.js';
-import {listArchived, type ArchivedWalFile} from '../wal/archive.js';
+import {openVerified, listArchived, type ArchivedWalFile} from '../wal/archive.js';
 import {parseLsn, type Lsn} from '../wal/lsn.js';
 import {DEFAULT_SEGMENT_SIZE, lsnToSegmentNumber, parseWalFileName, segmentName, segmentNumberOf} from '../wal/name.js';
 
@@ -146,14 +145,11 @@ async function checkBackupObject(repo: Repository, object: BackupManifest['objec
 }
 
 async function readWal(repo: Repository, file: ArchivedWalFile, count: (bytes: number) => void, keep: boolean): Promise<{message?: string; content?: Buffer}> {
-  const codec = parseWalObjectKey(file.key)?.codec ?? 'gzip';
   const chunks: Buffer[] = [];
   try {
-    const body = await repo.get(file.key);
-    const verifier = new ChecksumVerifier(file.sha256, file.key);
+    const stages = await openVerified(repo, file.key, file.sha256);
     const sink = keep ? new Writable({write(chunk: Buffer, _enc, done) { chunks.push(chunk); count(chunk.length); done(); }}) : discard(count);
-    const decompress = decompressor(codec);
-    await pipeline([body, ...(decompress ? [decompress] : []), verifier, sink] as never);
+    await pipeline([...stages, sink] as never);
     return {content: keep ? Buffer.concat(chunks) : undefined};
   } catch (error) {
     return {message: describeReadError(file.key, error)};

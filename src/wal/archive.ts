@@ -3,7 +3,9 @@
 import {parseWalObjectKey, walFilePrefix, WAL_PREFIX, walTimelineKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
 import {LONG_PAGE_HEADER_BYTES} from './page-header.js';
-import {decompressor} from '../util/codec.js';
+import {decompressor, type Codec} from '../util/codec.js';
+import {ChecksumVerifier} from '../util/streams.js';
+import type {Readable, Transform} from 'node:stream';
 
 export interface ArchivedWalFile {
   walFile: string;
@@ -50,13 +52,29 @@ export async function* listArchived(repo: Repository, timelineHex8?: string): As
   }
 }
 
+/** The codec an archived WAL file was stored with: its key's suffix (gzip for keys this pgbk does not parse). */
+export function codecOfWalKey(key: string): Codec {
+  return parseWalObjectKey(key)?.codec ?? 'gzip';
+}
+
+/**
+ * An archived WAL file opened for reading, as the first stages of a pipeline: the stored object, its decompressor,
+ * and a ChecksumVerifier for `sha256`, which fails the pipeline at its end when the bytes differ.
+ */
+export async function openVerified(repo: Repository, key: string, sha256: string): Promise<Array<Readable | Transform>> {
+  const body = await repo.get(key);
+  const decompress = decompressor(codecOfWalKey(key));
+  const verifier = new ChecksumVerifier(sha256, key);
+  return decompress ? [body, decompress, verifier] : [body, verifier];
+}
+
 /**
  * The first `bytes` bytes of an archived WAL file, uncompressed (enough for its long page header), reading only as
  * much of the object as that takes.
  */
 export async function readArchivedHead(repo: Repository, copy: ArchivedWalFile, bytes = LONG_PAGE_HEADER_BYTES): Promise<Buffer> {
   const body = await repo.get(copy.key);
-  const decompress = decompressor(parseWalObjectKey(copy.key)?.codec ?? 'gzip');
+  const decompress = decompressor(codecOfWalKey(copy.key));
   const source = decompress ? body.pipe(decompress) : body;
   const chunks: Buffer[] = [];
   let length = 0;

@@ -1,17 +1,16 @@
 // archive-get: fetch one WAL file for restore_command, verified against its checksum before PostgreSQL sees it.
 
 import {createWriteStream} from 'node:fs';
-import {open, rename, unlink} from 'node:fs/promises';
+import {rename, unlink} from 'node:fs/promises';
 import {pipeline} from 'node:stream/promises';
 import {randomBytes} from 'node:crypto';
 import {CorruptObjectError, ForeignWalError, ObjectNotFoundError, RepositoryError, WalGapError, WalNotFoundError} from '../errors.js';
 import type {Repository} from '../storage/repository.js';
-import {ChecksumVerifier} from '../util/streams.js';
-import {decompressor, isCodecDataError} from '../util/codec.js';
-import {findArchived, type ArchivedWalFile} from './archive.js';
+import {isCodecDataError} from '../util/codec.js';
+import {codecOfWalKey, openVerified, findArchived, type ArchivedWalFile} from './archive.js';
 import {parseWalFileName} from './name.js';
 import {parseWalObjectKey, walFilePrefix, walTimelineKey} from '../storage/layout.js';
-import {LONG_PAGE_HEADER_BYTES, segmentMismatch, type SegmentOwner} from './page-header.js';
+import {readFileHead, segmentMismatch, type SegmentOwner} from './page-header.js';
 
 export interface GetOptions {
   /** The repository's cluster: a fetched segment of another database system is refused (CorruptObjectError). */
@@ -87,12 +86,9 @@ async function laterOnTimeline(repo: Repository, walFile: string): Promise<strin
 
 async function fetchTo(repo: Repository, copy: ArchivedWalFile, destPath: string, owner?: SegmentOwner): Promise<void> {
   const temp = `${destPath}.pgbk-tmp-${randomBytes(4).toString('hex')}`;
-  const codec = parseWalObjectKey(copy.key)?.codec ?? 'gzip';
+  const codec = codecOfWalKey(copy.key);
   try {
-    const body = await repo.get(copy.key);
-    const verifier = new ChecksumVerifier(copy.sha256, copy.key);
-    const decompress = decompressor(codec);
-    const stages = decompress ? [body, decompress, verifier] : [body, verifier];
+    const stages = await openVerified(repo, copy.key, copy.sha256);
     await pipeline([...stages, createWriteStream(temp, {flags: 'wx', mode: 0o600})] as never);
     if (owner && /^[0-9A-F]{24}(\.partial)?$/.test(copy.walFile)) await checkOwner(temp, copy, owner, repo);
     await rename(temp, destPath);
@@ -113,14 +109,7 @@ async function fetchTo(repo: Repository, copy: ArchivedWalFile, destPath: string
 }
 
 async function checkOwner(path: string, copy: ArchivedWalFile, owner: SegmentOwner, repo: Repository): Promise<void> {
-  const handle = await open(path, 'r');
-  const head = Buffer.alloc(LONG_PAGE_HEADER_BYTES);
-  try {
-    await handle.read(head, 0, head.length, 0);
-  } finally {
-    await handle.close();
-  }
-  const mismatch = segmentMismatch(head, copy.walFile, owner);
+  const mismatch = segmentMismatch(await readFileHead(path), copy.walFile, owner);
   if (mismatch) {
     throw new ForeignWalError(`${copy.key} in ${repo.description} is not this cluster's WAL: ${mismatch}`,
       'another cluster archived into this repository; pgbk will not hand its WAL to PostgreSQL');

@@ -11,6 +11,7 @@
 //          36  uint32 xlp_xlog_blcksz  WAL block size
 // Little-endian on every platform PostgreSQL ships for that pgbk runs on (x86-64, arm64).
 
+import {open} from 'node:fs/promises';
 import {segmentStartLsn} from './name.js';
 
 export const LONG_PAGE_HEADER_BYTES = 40;
@@ -68,4 +69,16 @@ export function segmentMismatch(head: Buffer, walFile: string, owner: SegmentOwn
     return `${walFile} holds the WAL of another position (page address ${header.pageAddress.toString(16).toUpperCase()}, expected ${expected.toString(16).toUpperCase()})`;
   }
   return undefined;
+}
+
+/** The first bytes of a WAL file on disk: enough for its long page header (fewer when the file is shorter). */
+export async function readFileHead(path: string): Promise<Buffer> {
+  const handle = await open(path, 'r');
+  try {
+    const head = Buffer.alloc(LONG_PAGE_HEADER_BYTES);
+    const {bytesRead} = await handle.read(head, 0, head.length, 0);
+    return head.subarray(0, bytesRead);
+  } finally {
+    await handle.close();
+  }
 }

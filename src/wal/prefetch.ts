@@ -68,9 +68,8 @@ export async function planPrefetch(spool: string, walFile: string, start: (reque
 /** The data directory's WAL segment size, from pg_controldata (16 MiB when it cannot be read). */
 export async function walSegmentSizeOf(dataDir: string, binDir: string | undefined): Promise<number> {
   try {
-    const {runPg} = await import('../pg/run.js');
-    const {stdout} = await runPg('pg_controldata', ['-D', dataDir], {binDir});
-    const size = Number(/Bytes per WAL segment:\s+(\d+)/.exec(stdout)?.[1]);
+    const {controlData} = await import('../pg/controldata.js');
+    const size = Number((await controlData(dataDir, binDir))('Bytes per WAL segment'));
     return size > 0 ? size : DEFAULT_PREFETCH.segmentSize;
   } catch {
     return DEFAULT_PREFETCH.segmentSize;

@@ -1,20 +1,20 @@
 // archive-push: check, compress, checksum and store one WAL file; exit 0 only once it is durable.
 
 import {createReadStream} from 'node:fs';
-import {open, readFile, stat} from 'node:fs/promises';
+import {readFile, stat} from 'node:fs/promises';
 import {basename} from 'node:path';
 import {pipeline} from 'node:stream/promises';
 import type {Readable} from 'node:stream';
 import {CorruptObjectError, PgbkError, PreconditionFailedError, RepositoryIdentityError, WalConflictError} from '../errors.js';
 import type {RepositoryIdentity} from '../identity/identity.js';
-import {parseWalObjectKey, walObjectKey} from '../storage/layout.js';
-import {compressor, decompressor, isCodecDataError, type Compression} from '../util/codec.js';
+import {walObjectKey} from '../storage/layout.js';
+import {compressor, isCodecDataError, type Compression} from '../util/codec.js';
 import type {Repository} from '../storage/repository.js';
-import {ChecksumVerifier, HashCounter, sha256Hex} from '../util/streams.js';
+import {HashCounter, sha256Hex} from '../util/streams.js';
 import {compressBuffer} from '../util/parallel-gzip.js';
-import {findArchived, type ArchivedWalFile} from './archive.js';
+import {openVerified, findArchived, type ArchivedWalFile} from './archive.js';
 import {parseWalFileName} from './name.js';
-import {LONG_PAGE_HEADER_BYTES, segmentMismatch} from './page-header.js';
+import {LONG_PAGE_HEADER_BYTES, readFileHead, segmentMismatch} from './page-header.js';
 
 export interface PushResult {
   walFile: string;
@@ -88,7 +88,7 @@ export async function pushWalFile(repo: Repository, walPath: string, options: Pu
     body = await compressed;
   } else {
     // Very large segments (wal_segment_size up to 1 GB): checksum pass, then stream the compressed file.
-    await checkOwner(await readHead(walPath));
+    await checkOwner(await readFileHead(walPath));
     sha256 = await hashFile(walPath);
     const stream = createReadStream(walPath, {highWaterMark: 1024 * 1024});
     const compress = compressor(options.compression);
@@ -141,10 +141,7 @@ export async function checkNoConflict(repo: Repository, result: PushResult, crea
 
 /** Why the stored copy does not read back to its checksum, or undefined when it does. Repository errors propagate. */
 export async function confirmStored(repo: Repository, copy: ArchivedWalFile): Promise<string | undefined> {
-  const body = await repo.get(copy.key);
-  const verifier = new ChecksumVerifier(copy.sha256, copy.key);
-  const decompress = decompressor(parseWalObjectKey(copy.key)?.codec ?? 'gzip');
-  const stages: Array<NodeJS.ReadableStream | NodeJS.WritableStream> = decompress ? [body, decompress, verifier] : [body, verifier];
+  const stages = await openVerified(repo, copy.key, copy.sha256);
   try {
     await pipeline([...stages, async function* (source: AsyncIterable<Buffer>) {
       for await (const _chunk of source) { /* drain */ }
@@ -155,17 +152,6 @@ export async function confirmStored(repo: Repository, copy: ArchivedWalFile): Pr
     if (error instanceof CorruptObjectError) return error.message;
     if (isCodecDataError(error) || code === 'ERR_STREAM_PREMATURE_CLOSE') return `not valid compressed data: ${(error as Error).message}`;
     throw error;
-  }
-}
-
-async function readHead(path: string): Promise<Buffer> {
-  const handle = await open(path, 'r');
-  try {
-    const head = Buffer.alloc(LONG_PAGE_HEADER_BYTES);
-    const {bytesRead} = await handle.read(head, 0, head.length, 0);
-    return head.subarray(0, bytesRead);
-  } finally {
-    await handle.close();
   }
 }
 

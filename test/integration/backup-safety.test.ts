@@ -121,15 +121,7 @@ for (const kind of ['local', 's3'] as RepoKind[]) {
     });
 
     afterAll(async () => {
-      for (const backup of started) {
-        for (const pid of [backup.pgbkPid, backup.child.pid]) {
-          try {
-            if (pid && backup.exitCode === undefined) process.kill(pid, 'SIGKILL');
-          } catch {
-            // gone
-          }
-        }
-      }
+      killAll(started);
       await locker?.end().catch(() => undefined);
       await repo?.close();
       await dump?.destroy();
@@ -234,6 +226,19 @@ for (const kind of ['local', 's3'] as RepoKind[]) {
   });
 }
 
+/** After the tests: SIGKILL every backup still running (pgbk's node and runuser). */
+function killAll(started: BackupProcess[]): void {
+  for (const backup of started) {
+    for (const pid of [backup.pgbkPid, backup.child.pid]) {
+      try {
+        if (pid && backup.exitCode === undefined) process.kill(pid, 'SIGKILL');
+      } catch {
+        // gone
+      }
+    }
+  }
+}
+
 describe('kill -9 of pgbk backup while pg_basebackup streams (local)', () => {
   let setup: ArchivingSetup;
   const started: BackupProcess[] = [];
@@ -243,15 +248,7 @@ describe('kill -9 of pgbk backup while pg_basebackup streams (local)', () => {
     await setup.cluster.psql("create table filler as select g, md5(random()::text) || md5(random()::text) as pad from generate_series(1, 1500000) g");
   });
   afterAll(async () => {
-    for (const backup of started) {
-      for (const pid of [backup.pgbkPid, backup.child.pid]) {
-        try {
-          if (pid && backup.exitCode === undefined) process.kill(pid, 'SIGKILL');
-        } catch {
-          // gone
-        }
-      }
-    }
+    killAll(started);
     await setup?.destroy();
   });
 
