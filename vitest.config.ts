@@ -2,6 +2,9 @@ import {defineConfig} from 'vitest/config';
 
 export default defineConfig({
   test: {
+    // One test file at a time across projects: the integration and fault files each run PostgreSQL clusters,
+    // radosgw and (patroni) etcd/HAProxy on 2 cores; side by side they starve each other's timeouts.
+    maxWorkers: 1,
     projects: [
       {test: {name: 'unit', include: ['test/unit/**/*.test.ts']}},
       {
