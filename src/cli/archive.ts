@@ -41,12 +41,16 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
           }
           return identity;
         };
-        // Archived already by the background pusher, into this repository, and this is the very file it archived.
+        // Archived already by the background pusher, into this repository, and this is the very file it archived
+        // (or the pusher is on it right now: its verdict is awaited rather than the work done twice).
+        if (markers) await ahead.awaitPusher(markers, walFile);
         if (markers && (await ahead.takePushedMarker(markers, walPath, walFile, location, local ? async () => (await identityOnce()).repositoryId : undefined))) {
           await startPusher();
           if (globals().json) printJson(io, {walFile, alreadyArchived: true, pushedAhead: true});
           return;
         }
+        // The pusher (a process of its own, ~0.3 s to start) takes the segments after this one meanwhile.
+        await startPusher();
         const {pushWalFile} = await import('../wal/push.js');
         const result = await pushWalFile(repo, walPath, {compression: policy.compression, identity: identityOnce()}).catch(async (error) => {
           if (spoolDir && cached) await identities.forgetIdentity(spoolDir).catch(() => undefined);
@@ -70,8 +74,18 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
       await withContext(globals(), io, async ({policy, repo}) => {
         const identity = await requireIdentity(repo, policy.name);
         const binding = {repositoryId: identity.repositoryId, location: repositoryLocation(policy.repository)};
-        await runPusher(repo, io.cwd, after, binding, {compression: policy.compression, identity});
+        await runPusher(repo, io.cwd, after, binding, {compression: policy.compression, identity}, undefined, {policyFile: policy.file});
       });
+    });
+
+  program.command('archive-command')
+    .description('print the archive_command to put in postgresql.conf for this policy (absolute paths; a shell fast path for segments already archived ahead)')
+    .action(async () => {
+      const [{recommendedArchiveCommand}, {loadPolicy}] = await Promise.all([import('../wal/push-fast.js'), import('../policy/load.js')]);
+      const policy = await loadPolicy({policy: globals().policy, policiesDir: globals().policies, env: io.env, cwd: io.cwd});
+      const archiveCommand = recommendedArchiveCommand({node: process.execPath, script: pgbkScript(), policyFile: resolve(io.cwd, policy.file)});
+      if (globals().json) printJson(io, {policy: policy.name, archiveCommand});
+      else io.stdout.write(`${archiveCommand}\n`);
     });
 
   program.command('archive-get')
