@@ -457,7 +457,8 @@ async function main() {
   await run(pgTool('initdb'), ['-D', dataDir, '-A', 'trust', '-U', 'postgres', '--no-sync', '-E', 'UTF8', '--locale=C'], {asPg: true, timeoutMs: 120_000});
   const url = `postgresql://postgres@127.0.0.1:${port}/postgres`;
   const policy = writePolicy('bench', `${state.s3.prefix}/main`, url);
-  const archiveCommand = `${process.execPath} ${pgbkBin} archive-push --policy ${policy} %p`;
+  // The archive_command pgbk recommends (pgbk archive-command): its shell fast path takes what the pusher archived ahead.
+  const archiveCommand = JSON.parse((await pgbk(['archive-command', '--json'], policy, {timeoutMs: 60_000})).stdout).archiveCommand;
   appendFileSync(join(dataDir, 'postgresql.conf'), [
     '', '# bench/run.mjs',
     `port = ${port}`, `listen_addresses = '127.0.0.1'`, `unix_socket_directories = '${state.base}'`,
