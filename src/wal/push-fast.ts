@@ -10,7 +10,7 @@
 //
 // A marker is written only after the segment is durable and the batch's listing showed no other content for it
 // (see push-ahead.ts). When the pusher is still on the segment (a `.busy` file), the shell waits for it rather than
-// starting Node to do the same work again; if the pusher dies, Node takes over after at most SHELL_WAIT_TICKS.
+// starting Node to do the same work again, as long as the pusher lives and at most SHELL_WAIT_TICKS; then Node.
 
 import type {BigIntStats} from 'node:fs';
 import {readFile, stat} from 'node:fs/promises';
@@ -70,7 +70,9 @@ export function recommendedArchiveCommand(parts: ArchiveCommandParts): string {
   }
   const m = 'pg_wal/pgbk-spool/pushed/%f';
   // PostgreSQL replaces %p and %f, and %% with %: stat's format is written with %%.
-  return `m=${m}; i=0; while [ -f $m.busy ] && [ ! -f $m.ok ] && [ $i -lt ${parts.waitTicks ?? SHELL_WAIT_TICKS} ]; do sleep 0.01; i=$((i+1)); done; ` +
+  // Waits only while the pusher named in its lock file lives (read and kill -0 are shell builtins).
+  return `m=${m}; i=0; while [ -f $m.busy ] && [ ! -f $m.ok ] && [ $i -lt ${parts.waitTicks ?? SHELL_WAIT_TICKS} ] && ` +
+    `{ read -r q < pg_wal/pgbk-spool/pushed/.pusher.lock && kill -0 "$q"; } 2>/dev/null; do sleep 0.01; i=$((i+1)); done; ` +
     `if [ -f $m.ok ] && read -r p < postmaster.pid && IFS= read -r k < $m.ok && ` +
     `[ "$k" = "$p $(stat --printf %%d:%%i:%%s:%%.9Y: %p ${quoteSh(parts.policyFile)} 2>/dev/null)" ]; ` +
     `then rm -f $m $m.ok; else exec ${quoteSh(parts.node)} ${quoteSh(parts.script)} ${push}; fi`;

@@ -81,7 +81,10 @@ describe('archive_command shell fast path', () => {
     expect(archive()).toContain('archive-push');
   });
 
+  const pusherLock = (pid: number) => writeFileSync(pushed('.pusher.lock'), `${pid}\n`);
+
   it('waits for the pusher while it is on the segment, then takes its marker', async () => {
+    pusherLock(process.pid);
     writeFileSync(pushed(`${SEGMENT}.busy`), '');
     const later = setTimeout(() => {
       writeMarker();
@@ -95,9 +98,25 @@ describe('archive_command shell fast path', () => {
     expect(existsSync(calls)).toBe(false);
   });
 
-  it('gives up waiting on a busy file nobody resolves, and starts Node', () => {
+  it('gives up waiting on a busy file a live pusher never resolves, and starts Node', () => {
+    pusherLock(process.pid);
     writeFileSync(pushed(`${SEGMENT}.busy`), '');
-    expect(archive(20)).toContain('archive-push');
+    const started = Date.now();
+    expect(archive(30)).toContain('archive-push');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(250);
+  });
+
+  it('does not wait on the busy file of a dead pusher (or none)', () => {
+    writeFileSync(pushed(`${SEGMENT}.busy`), '');
+    let started = Date.now();
+    expect(archive()).toContain('archive-push');
+    expect(Date.now() - started).toBeLessThan(1000);
+    rmSync(calls);
+    const dead = execFileSync('/bin/sh', ['-c', 'sh -c "exit 0" & echo $!']).toString().trim();
+    pusherLock(Number(dead));
+    started = Date.now();
+    expect(archive()).toContain('archive-push');
+    expect(Date.now() - started).toBeLessThan(1000);
   });
 
   it('falls back to the plain command for paths sh or postgresql.conf cannot quote', () => {
