@@ -13,7 +13,7 @@ import {RestoreError} from '../errors.js';
 import {pgBinary} from '../pg/bin.js';
 import {asOwnerOf} from '../pg/owner.js';
 import {postmasterStatus} from '../pg/postmaster.js';
-import {controlData} from '../pg/controldata.js';
+import {controlData, controlState} from '../pg/controldata.js';
 import {splitPassword} from '../pg/conninfo.js';
 import type {TargetAction} from './target.js';
 
@@ -63,11 +63,12 @@ export async function startRestored(options: StartOptions): Promise<StartResult>
   for (;;) {
     const postmaster = await postmasterStatus(options.dataDir);
     if (postmaster) seen = true;
-    if (postmaster?.status === 'ready') {
+    // "ready": accepting connections, promoted or in hot standby; pg_control tells them apart.
+    if (postmaster?.status === 'ready' && (await clusterState(options)) === 'in production') {
       state = 'promoted';
       break;
     }
-    if (postmaster?.status === 'standby' && action === 'pause' && await replayPaused(options, logFile)) {
+    if (postmaster?.status === 'ready' && action === 'pause' && await replayPaused(options, logFile)) {
       state = 'paused';
       break;
     }
@@ -95,11 +96,16 @@ export async function startRestored(options: StartOptions): Promise<StartResult>
     const field = await controlData(options.dataDir, options.binDir).catch(() => undefined);
     point.replayedTo = field?.('Minimum recovery ending location');
   } else {
-    const asked = await askRestored(options).catch(() => undefined);
+    let asked = await askRestored(options).catch(() => undefined);
+    // Promoted: pg_control says so a moment before SQL does.
+    for (let tries = 0; state === 'promoted' && asked?.inRecovery && tries < 25; tries++) {
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      asked = await askRestored(options).catch(() => undefined);
+    }
     if (asked) {
       point.replayedTo = asked.replayLsn ?? point.replayedTo;
       point.lastTransactionAt = asked.lastTransaction ?? point.lastTransactionAt;
-      if (asked.timeline !== null) point.newTimeline = asked.timeline;
+      if (asked.timeline !== null) point.newTimeline = Number(asked.timeline);
     }
   }
   return {...point, state, port: options.port, logFile, replayMs: Date.now() - started};
@@ -156,9 +162,8 @@ async function askRestored(options: StartOptions): Promise<RestoredState | undef
 }
 
 /** "Database cluster state" from pg_control (pg_controldata with LC_ALL=C). */
-async function clusterState(options: StartOptions): Promise<string | undefined> {
-  const {stdout} = await import('../pg/run.js').then(({runPg}) => runPg('pg_controldata', ['-D', options.dataDir], {binDir: options.binDir})).catch(() => ({stdout: ''}));
-  return /^Database cluster state:\s+(.+)$/m.exec(stdout)?.[1]?.trim();
+function clusterState(options: StartOptions): Promise<string | undefined> {
+  return controlState(options.dataDir, options.binDir);
 }
 
 async function logTail(logFile: string): Promise<string> {
