@@ -157,7 +157,7 @@ function zoneOffsetFor(text: string, local: string, zone: string, wall: number):
     if (offsetAt(middle) === before) low = middle;
     else high = middle;
   }
-  const transition = Math.ceil(high / 1000) * 1000;
+  const transition = Math.floor(high / 1000) * 1000;
   const wallText = (instant: number, offset: number) => new Date(instant + offset * 60_000).toISOString().slice(0, 19).replace('T', ' ');
   throw new TargetError(
     `--target-time "${text}" does not exist: in ${name} the clocks jumped from ${wallText(transition, before)}${formatOffset(before)} ` +
