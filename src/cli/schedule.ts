@@ -30,7 +30,8 @@ export function registerScheduleCommand(program: Command, io: Io, globals: () =>
       if (graceSeconds === undefined) throw new UsageError(`--grace: "${opts.grace}" is not a duration`, 'for example --grace 60s or --grace 10m');
       if (ttlSeconds === undefined || ttlSeconds < 10) throw new UsageError(`--lease-ttl: "${opts.leaseTtl}" is not a duration of 10s or more`, 'for example --lease-ttl 5m');
       const policiesDir = policiesDirectory({policiesDir: globals().policies, env: io.env, cwd: io.cwd});
-      const log = createLog(io.stdout, io.now);
+      const {logLevelOf, isJournalStream} = await import('../util/log.js');
+      const log = createLog(io.stdout, io.now, {level: logLevelOf(io.env) ?? 'info', journal: io.stdout === process.stdout && isJournalStream(io.env, 1)});
       const scheduler = new Scheduler({
         policiesDir, env: io.env, cwd: io.cwd, log, listen,
         graceMs: graceSeconds * 1000, leaseTtlMs: ttlSeconds * 1000, now: io.now,

@@ -5,9 +5,9 @@
 // has not assigned yet (xid >= its next xid), or that is still in progress there, has no commit or abort record in
 // the archive: recovery could only fail at the end of the archive ("recovery ended before configured recovery
 // target was reached") after replaying all of it. Such a target is refused (exit 2). A transaction that ended on the
-// server may still sit in a segment not archived yet: that is said as a warning when the server has WAL the archiver
-// has not handed over. Without the server (unreachable, another timeline) nothing can be proven without reading all
-// the WAL after the backup, so the restore goes ahead with a warning.
+// server may still sit in a segment not archived yet; nothing short of reading the WAL says where its commit is, so
+// that is left to recovery. Without the server (unreachable, another timeline) nothing can be proven without reading
+// all the WAL after the backup, so the restore goes ahead with a warning.
 
 import {TargetError} from '../errors.js';
 import type {BackupManifest} from '../backup/manifest.js';
@@ -41,7 +41,7 @@ export async function checkXidReachable(policy: Policy, target: Target & {kind: 
   const cannotTell = (why: string) => `cannot check up front that transaction ${target.xid} ended within the archived WAL (${why}); ` +
     'if it did not, recovery replays the whole archive and then fails (recovery ended before configured recovery target was reached)';
   const {withClient} = await import('../pg/client.js');
-  let view: XidServerView & {status: string | null; unarchived: boolean};
+  let view: XidServerView & {status: string | null};
   try {
     view = await withClient(policy.postgres.url, async (client) => {
       const {rows} = await client.query<{system_id: string; timeline: number; next: string; in_recovery: boolean}>(`
@@ -57,12 +57,7 @@ export async function checkXidReachable(policy: Policy, target: Target & {kind: 
       if (full !== undefined) {
         status = (await client.query<{status: string | null}>('select txid_status($1::bigint) as status', [full.toString()])).rows[0]?.status ?? null;
       }
-      // WAL written but not archived yet: the current segment (a primary), or anything after the last archived one.
-      const {rows: archiver} = await client.query<{unarchived: boolean}>(`
-        select case when pg_is_in_recovery() then false
-                    else coalesce(last_archived_wal < pg_walfile_name(pg_current_wal_lsn()), true) end as unarchived
-        from pg_stat_archiver`);
-      return {systemId: row.system_id, timeline: Number(row.timeline), next, status, unarchived: Boolean(archiver[0]?.unarchived)};
+      return {systemId: row.system_id, timeline: Number(row.timeline), next, status};
     }, {connectTimeoutMs: 3000});
   } catch {
     return cannotTell(`the policy's server ${server} does not answer`);
@@ -76,9 +71,6 @@ export async function checkXidReachable(policy: Policy, target: Target & {kind: 
   if (view.status === 'in progress') {
     throw new TargetError(`--target-xid ${target.xid} is beyond the archive: transaction ${target.xid} is still in progress on the policy's server ${server}, so no commit or abort of it can be archived`,
       'wait until it ends and its WAL is archived (select pg_switch_wal() on the server), or restore to another target');
-  }
-  if (view.unarchived) {
-    return `transaction ${target.xid} ${view.status ?? 'ended'} on the server, which holds WAL not archived yet: if its commit is in that WAL, recovery fails at the end of the archive; select pg_switch_wal() on the server first to be sure`;
   }
   return undefined;
 }

@@ -12,6 +12,7 @@ import type {Repository} from '../storage/repository.js';
 import {acquirePidLock, lockHolderAlive, releasePidLock} from '../util/pid-lock.js';
 import {checkNoConflict, fileFingerprint, pushWalFile, type PushOptions} from './push.js';
 import {findArchivedMany} from './archive.js';
+import {recordBackgroundFailure} from './background-log.js';
 
 export const PUSHED_DIR = join('pg_wal', 'pgbk-spool', 'pushed');
 const LOCK_NAME = '.pusher.lock';
@@ -110,10 +111,13 @@ export async function runPusher(repo: Repository, cwd: string, after: string, bi
       const results = await Promise.all(backlog.map(async (walFile) => {
         try {
           return await pushWalFile(repo, join(cwd, 'pg_wal', walFile), {...options, deferConflictCheck: true});
-        } catch {
+        } catch (error) {
           // Archived meanwhile and recycled by PostgreSQL (file gone), or a real failure: either way archive-push
-          // handles this segment itself and reports what is wrong.
+          // handles this segment itself and reports what is wrong. A real failure is also logged for the operator.
           failed = true;
+          if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+            await recordBackgroundFailure(cwd, 'archive-push-ahead', `cannot archive ${walFile} ahead: ${(error as Error).message}`);
+          }
           return undefined;
         }
       }));
@@ -129,8 +133,9 @@ export async function runPusher(repo: Repository, cwd: string, after: string, bi
           await writeFile(temp, markerText(result.sha256, binding, result.fingerprint));
           await rename(temp, join(dir, result.walFile));
           pushed++;
-        } catch {
+        } catch (error) {
           failed = true;
+          await recordBackgroundFailure(cwd, 'archive-push-ahead', `${result.walFile} archived ahead but not confirmed: ${(error as Error).message}`);
         }
       }
     }
