@@ -7,7 +7,7 @@ import {parseDuration} from '../policy/duration.js';
 import type {GlobalOptions, Io} from './context.js';
 
 interface ScheduleOptions {
-  listen?: string;
+  listen?: string | true;
   grace: string;
   leaseTtl: string;
 }
@@ -15,15 +15,15 @@ interface ScheduleOptions {
 export function registerScheduleCommand(program: Command, io: Io, globals: () => GlobalOptions): void {
   program.command('schedule')
     .description("run every policy's backup, expire and drill jobs at their cron times; logs one JSON object a line on stdout")
-    .option('--listen <host:port>', 'serve GET /metrics (Prometheus) and GET /health on this address')
+    .option('--listen [host:port]', 'serve GET /metrics (Prometheus) and GET /health on this address (alone: 127.0.0.1:10987)')
     .option('--grace <duration>', 'on SIGTERM/SIGINT, how long running jobs may take to finish before they are stopped', '60s')
     .option('--lease-ttl <duration>', 'expiry of a job lease, renewed while the job runs (how long a crashed scheduler blocks a job)', '5m')
     .action(async (opts: ScheduleOptions) => {
-      const {Scheduler, parseListen} = await import('../scheduler/daemon.js');
+      const {Scheduler, parseListen, DEFAULT_LISTEN_PORT} = await import('../scheduler/daemon.js');
       const {createLog} = await import('../scheduler/log.js');
-      const listen = opts.listen === undefined ? undefined : parseListen(opts.listen);
+      const listen = opts.listen === undefined ? undefined : parseListen(opts.listen === true ? `127.0.0.1:${DEFAULT_LISTEN_PORT}` : opts.listen);
       if (opts.listen !== undefined && !listen) {
-        throw new UsageError(`--listen: "${opts.listen}" is not host:port`, 'for example --listen 127.0.0.1:9187 or --listen 0.0.0.0:9187');
+        throw new UsageError(`--listen: "${opts.listen}" is not host:port`, 'for example --listen 127.0.0.1:10987 or --listen 0.0.0.0:10987');
       }
       const graceSeconds = parseDuration(opts.grace);
       const ttlSeconds = parseDuration(opts.leaseTtl);
