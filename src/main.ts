@@ -64,6 +64,34 @@ export async function run(argv: string[], io: Io): Promise<number> {
   }
 }
 
+/**
+ * stderr as PGBK_LOG_LEVEL and the command want it: lines below the level dropped; under schedule, JSON lines
+ * (also what other modules write to process.stderr directly), with the syslog priority when it is the journal.
+ */
+async function diagnostics(argv: string[]): Promise<NodeJS.WritableStream> {
+  const {logLevelOf, diagnosticsStream, isJournalStream} = await import('./util/log.js');
+  const command = commandOf(argv);
+  let level = logLevelOf(process.env);
+  if (level === undefined) {
+    process.stderr.write(`pgbk: warning: PGBK_LOG_LEVEL="${process.env.PGBK_LOG_LEVEL}" is not a log level (error, warn, info, debug): using info\n`);
+    level = 'info';
+  }
+  if (level === 'debug' && !argv.includes('--verbose')) argv.splice(2, 0, '--verbose');
+  const journal = isJournalStream(process.env, 2);
+  const schedule = command === 'schedule';
+  if (!schedule && (level === 'info' || level === 'debug')) return process.stderr;
+  // Modules that write to process.stderr directly are filtered (and, under schedule, turned into JSON) too.
+  const write = process.stderr.write.bind(process.stderr);
+  const stream = diagnosticsStream({write: (text: string) => write(text)} as unknown as NodeJS.WritableStream, {level, json: schedule, journal: schedule && journal});
+  process.stderr.write = ((chunk: string | Uint8Array, ...rest: unknown[]) => {
+    stream.write(typeof chunk === 'string' ? chunk : Buffer.from(chunk).toString());
+    const callback = rest.find((arg) => typeof arg === 'function') as (() => void) | undefined;
+    callback?.();
+    return true;
+  }) as typeof process.stderr.write;
+  return process.stderr;
+}
+
 function report(error: unknown, io: Io, verbose: boolean): number {
   if (error instanceof CommanderError) {
     if (error.code === 'commander.helpDisplayed' || error.code === 'commander.version' || error.code === 'commander.help') return 0;
@@ -71,14 +99,23 @@ function report(error: unknown, io: Io, verbose: boolean): number {
   }
   if (error instanceof PgbkError) {
     if (error.quiet && !verbose) return error.exitCode;
-    io.stderr.write(`pgbk: error: ${error.message}\n`);
-    if (error.hint) io.stderr.write(`HINT: ${error.hint}\n`);
+    io.stderr.write(prefixLines('pgbk: error: ', error.message));
+    if (error.hint) io.stderr.write(prefixLines('pgbk: hint: ', error.hint));
     if (verbose) writeCauses(error, io);
     return error.exitCode;
   }
-  io.stderr.write(`pgbk: error: ${(error as Error)?.message ?? String(error)}\n`);
+  io.stderr.write(prefixLines('pgbk: error: ', (error as Error)?.message ?? String(error)));
   if (verbose) io.stderr.write(`${(error as Error)?.stack ?? ''}\n`);
   return 1;
+}
+
+/**
+ * Every line starts with `pgbk:` — archive_command's stderr lands in PostgreSQL's log, where a bare line (a server log
+ * tail inside a message, a "HINT:") would pass for the server's own.
+ */
+export function prefixLines(first: string, text: string): string {
+  const [head = '', ...rest] = text.split('\n');
+  return `${[`${first}${head}`, ...rest.map((line) => `pgbk:   ${line}`)].join('\n')}\n`;
 }
 
 function writeCauses(error: Error, io: Io): void {
@@ -90,7 +127,7 @@ function writeCauses(error: Error, io: Io): void {
 }
 
 export async function main(argv: string[]): Promise<void> {
-  const code = await run(argv, {env: process.env, cwd: process.cwd(), stdout: process.stdout, stderr: process.stderr, now: () => new Date()});
+  const code = await run(argv, {env: process.env, cwd: process.cwd(), stdout: process.stdout, stderr: await diagnostics(argv), now: () => new Date()});
   process.exitCode = code;
   // Let pending output flush, then leave even if a library kept a socket or timer open.
   setImmediate(() => process.exit(code));

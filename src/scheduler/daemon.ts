@@ -478,6 +478,13 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
   }
 }
 
+/**
+ * --listen alone: 127.0.0.1 on this port. Prometheus' exporter range 9100-9999 is fully allocated on its wiki's
+ * "default port allocations" (9187 is postgres_exporter's, and backup exporters hold others there), so any number
+ * in it would collide with some exporter: pgbk takes one above that range.
+ */
+export const DEFAULT_LISTEN_PORT = 10987;
+
 /** --listen: host:port, [v6 address]:port, :port (every interface) or a port alone (127.0.0.1). */
 export function parseListen(text: string): {host: string; port: number} | undefined {
   const bare = /^(\d{1,5})$/.exec(text);

@@ -13,6 +13,7 @@ import {acquirePidLock, lockHolderAlive, releasePidLock} from '../util/pid-lock.
 import {checkNoConflict, fileFingerprint, pushWalFile, type PushOptions, type PushResult} from './push.js';
 import {busyName, shellMarkerContext, shellMarkerLine, shellMarkerName} from './push-fast.js';
 import {findArchivedMany} from './archive.js';
+import {recordBackgroundFailure} from './background-log.js';
 
 export const PUSHED_DIR = join('pg_wal', 'pgbk-spool', 'pushed');
 const LOCK_NAME = '.pusher.lock';
@@ -151,8 +152,9 @@ export async function runPusher(repo: Repository, cwd: string, after: string, bi
             }
           }
           pushed++;
-        } catch {
+        } catch (error) {
           failed = true;
+          await recordBackgroundFailure(cwd, 'archive-push-ahead', `${result.walFile} archived ahead but not confirmed: ${(error as Error).message}`);
         }
       }
       await Promise.all(results.map((result) => unlink(join(dir, busyName(result.walFile))).catch(() => undefined)));
@@ -167,11 +169,14 @@ export async function runPusher(repo: Repository, cwd: string, after: string, bi
           await writeFile(join(dir, busyName(walFile)), '');
           inflight.set(walFile, pushWalFile(repo, join(cwd, 'pg_wal', walFile), {...options, deferConflictCheck: true}).then(
             (result) => { completed.push(result); },
-            async () => {
+            async (error) => {
               // Archived meanwhile and recycled by PostgreSQL (file gone), or a real failure: either way archive-push
-              // handles this segment itself and reports what is wrong.
+              // handles this segment itself and reports what is wrong. A real failure is also logged for the operator.
               failed = true;
               await unlink(join(dir, busyName(walFile))).catch(() => undefined);
+              if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+                await recordBackgroundFailure(cwd, 'archive-push-ahead', `cannot archive ${walFile} ahead: ${(error as Error).message}`);
+              }
             },
           ).finally(() => inflight.delete(walFile)));
         }
