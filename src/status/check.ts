@@ -40,7 +40,7 @@ const skip = (name: string, detail: string): CheckResult => ({name, status: 'ski
 
 /** How archive_command should name the policy: by name when that resolves from anywhere, else by its file. */
 export function policyArgument(policy: Pick<Policy, 'name' | 'file'>): string {
-  return policy.file === `/etc/pgbk/policies/${policy.name}.yaml` ? policy.name : policy.file;
+  return policy.file === `/etc/pgbk/policies/${policy.name}.yaml` || policy.file === `/etc/pgbk/policies/${policy.name}.yml` ? policy.name : policy.file;
 }
 
 export function expectedArchiveCommand(policy: Pick<Policy, 'name' | 'file'>): string {
