@@ -1,9 +1,9 @@
 // pgbk: builds the program, runs it, and turns any error into an exit code (the only process.exit).
 
-import {readFileSync} from 'node:fs';
 import {Command, CommanderError} from 'commander';
 import {PgbkError, UNEXPECTED_CODE} from './errors.js';
 import {redactSecrets} from './pg/conninfo.js';
+import {VERSION} from './version.js';
 import type {GlobalOptions, Io} from './cli/context.js';
 
 export type Register = (program: Command, io: Io, globals: () => GlobalOptions) => void;
@@ -12,8 +12,7 @@ export type Register = (program: Command, io: Io, globals: () => GlobalOptions) 
 const ARCHIVE_COMMANDS = new Set(['archive-push', 'archive-get', 'archive-prefetch', 'archive-push-ahead']);
 const OPTIONS_WITH_VALUE = new Set(['--policy', '--policies']);
 
-/** package.json's version (dist/main.js and src/main.ts both sit one level below it). */
-export const VERSION: string = (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as {version: string}).version;
+export {VERSION} from './version.js';
 
 /** The command word of argv (skipping global options and their values). */
 export function commandOf(argv: string[]): string | undefined {

@@ -8,6 +8,7 @@ import {describeTarget, parseTarget, targetToJson, type TargetOptions} from '../
 import {formatBytes} from '../util/progress.js';
 import {redactUrl} from '../pg/conninfo.js';
 import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
+import {durationFlag} from './options.js';
 
 interface RestoreOptions extends TargetOptions {
   to?: string;
@@ -44,7 +45,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
     .option('--target-timeline <tli>', 'timeline to recover along: a number, current (the backup\'s) or latest (the most recently archived); default: the one the policy\'s server is on, else the most recently archived')
     .option('--start', 'start the restored server, wait until it reaches the target and is promoted')
     .addOption(new Option('--port <n>', 'port for --start').default('5432'))
-    .option('--timeout <seconds>', 'with --start: how long to wait for recovery', '3600')
+    .option('--timeout <duration>', 'with --start: how long to wait for recovery (30m, 2h...)', '1h')
     .option('--dry-run', 'print the plan, write nothing')
     .option('--force', 'replace the contents of a non-empty --to')
     .option('--standby', 'lay out a standby (standby.signal, primary_conninfo) that follows the primary instead of promoting; no target')
@@ -60,6 +61,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         throw new TargetError(`--target-timeline "${timeline}" is not a timeline`, 'give a timeline number (as in pgbk list), current or latest');
       }
       if (options.to && options.toDb) throw new UsageError('give either --to (physical backups) or --to-db (dumps), not both');
+      const timeoutSeconds = durationFlag('--timeout', options.timeout ?? '1h', {minSeconds: 1});
       const port = Number(options.port);
       if (options.start && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new UsageError(`--port "${options.port}" is not a port number`);
       await withContext(globals(), io, async ({policy, repo}) => {
@@ -89,7 +91,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         let started;
         if (options.start) {
           const {startRestored} = await import('../restore/start.js');
-          started = await startRestored({dataDir: layout.dataDir, port, binDir: policy.postgres.binDir, timeoutMs: Number(options.timeout) * 1000});
+          started = await startRestored({dataDir: layout.dataDir, port, binDir: policy.postgres.binDir, timeoutMs: timeoutSeconds * 1000});
         }
         if (globals().json) {
           printJson(io, {backup: plan.backup.id, target: targetToJson(target), timeline: standby ? null : {timeline: choice.timeline, reason: choice.reason}, archiveMode, dataDir: layout.dataDir, fetchedBytes: layout.fetchedBytes, fetchMs: layout.fetchMs, started: started ?? null,

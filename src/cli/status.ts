@@ -58,18 +58,19 @@ export function registerStatusCommand(program: Command, io: Io, globals: () => G
         }
       }
       const failed = [...invalid.map((entry) => entry.policy), ...statuses.filter((status) => !status.ok).map((status) => status.policy)];
-      if (globals().json) {
-        printJson(io, {ok: failed.length === 0, time: io.now().toISOString(), policies: [...statuses, ...invalid]});
-      } else {
-        io.stdout.write(renderStatus(statuses, invalid, io.now()));
-      }
-      // An invalid policy file is bad input (exit 2) even among good ones; the others are still reported above.
+      const document = {time: io.now().toISOString(), policies: [...statuses, ...invalid]};
+      if (!globals().json) io.stdout.write(renderStatus(statuses, invalid, io.now()));
+      // An invalid policy file is bad input (exit 2) even among good ones; the others are still reported above
+      // (under --json: in the error's document).
       if (invalid.length > 0) {
-        throw new PolicyError(`invalid policy ${invalid.length === 1 ? 'file' : 'files'}: ${invalid.map((entry) => entry.problems[0]!.replace(/^invalid policy file: /, '')).join('; ')}`);
+        throw new PolicyError(`invalid policy ${invalid.length === 1 ? 'file' : 'files'}: ${invalid.map((entry) => entry.problems[0]!.replace(/^invalid policy file: /, '')).join('; ')}`)
+          .withReport(document);
       }
       if (failed.length > 0) {
-        throw new ObjectivesMissedError(`${failed.length === 1 ? 'policy' : 'policies'} ${failed.join(', ')}: objective missed or something broken (see above)`);
+        throw new ObjectivesMissedError(`${failed.length === 1 ? 'policy' : 'policies'} ${failed.join(', ')}: objective missed or something broken (see above)`)
+          .withReport(document);
       }
+      if (globals().json) printJson(io, {ok: true, ...document});
     });
 }
 
