@@ -25,9 +25,13 @@ export const EXAMPLES: Record<string, string[]> = {
   'completion': ['pgbk completion bash > /etc/bash_completion.d/pgbk', 'pgbk completion zsh > "${fpath[1]}/_pgbk"'],
 };
 
+/** Commands that take no policy: their help leaves out the global options (--policy, --policies...). */
+export const WITHOUT_POLICY = new Set(['demo', 'completion']);
+
 /** Adds each command's examples after its help. */
 export function addExamples(program: Command): void {
   for (const command of program.commands) {
+    if (WITHOUT_POLICY.has(command.name())) command.configureHelp({...program.configureHelp(), showGlobalOptions: false});
     const examples = EXAMPLES[command.name()];
     if (examples) command.addHelpText('after', `\nExamples:\n${examples.map((line) => `  ${line}`).join('\n')}\n`);
   }
