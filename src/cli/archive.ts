@@ -97,9 +97,9 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
   program.command('archive-command')
     .description('print the archive_command to put in postgresql.conf for this policy (absolute paths; a shell fast path for segments already archived ahead)')
     .action(async () => {
-      const [{recommendedArchiveCommand}, {loadPolicy}] = await Promise.all([import('../wal/push-fast.js'), import('../policy/load.js')]);
+      const [{expectedArchiveCommand}, {loadPolicy}] = await Promise.all([import('../status/check.js'), import('../policy/load.js')]);
       const policy = await loadPolicy({policy: globals().policy, policiesDir: globals().policies, env: io.env, cwd: io.cwd});
-      const archiveCommand = recommendedArchiveCommand({node: process.execPath, script: pgbkScript(), policyFile: resolve(io.cwd, policy.file)});
+      const archiveCommand = expectedArchiveCommand(policy);
       if (globals().json) printJson(io, {policy: policy.name, archiveCommand});
       else io.stdout.write(`${archiveCommand}\n`);
     });

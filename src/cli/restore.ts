@@ -8,6 +8,7 @@ import {describeTarget, parseTarget, parseTargetBehaviour, targetToJson, type Ta
 import {formatBytes} from '../util/progress.js';
 import {redactUrl} from '../pg/conninfo.js';
 import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
+import {durationFlag} from './options.js';
 
 interface RestoreOptions extends TargetOptions {
   to?: string;
@@ -50,7 +51,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
     .option('--target-exclusive', 'stop just before the target (time, LSN, xid) instead of just after it')
     .option('--start', 'start the restored server, wait until it reaches the target and promotes, pauses or shuts down there')
     .option('--port <n>', 'port for --start (default: a free port on 127.0.0.1, printed)')
-    .option('--timeout <seconds>', 'with --start: how long to wait for recovery', '3600')
+    .option('--timeout <duration>', 'with --start: how long to wait for recovery (30m, 2h...)', '1h')
     .option('--dry-run', 'print the plan, write nothing')
     .option('--force', 'replace the contents of a non-empty --to')
     .option('--standby', 'lay out a standby (standby.signal, primary_conninfo) that follows the primary instead of promoting; no target')
@@ -67,6 +68,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         throw new TargetError(`--target-timeline "${timeline}" is not a timeline`, 'give a timeline number (as in pgbk list), current or latest');
       }
       if (options.to && options.toDb) throw new UsageError('give either --to (physical backups) or --to-db (dumps), not both');
+      const timeoutSeconds = durationFlag('--timeout', options.timeout ?? '1h', {minSeconds: 1});
       const port = options.port === undefined ? undefined : Number(options.port);
       if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535 || !/^\d+$/.test(options.port!))) throw new UsageError(`--port "${options.port}" is not a port number`);
       if (port !== undefined && !options.start) throw new UsageError('--port applies to --start only', 'add --start, or start the server yourself with pg_ctl -D <dir> -o "-p <port>" start');
@@ -103,7 +105,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         if (options.start) {
           const {startRestored} = await import('../restore/start.js');
           started = await startOnPort(port, (chosen) => startRestored({
-            dataDir: layout.dataDir, port: chosen, binDir: policy.postgres.binDir, timeoutMs: Number(options.timeout) * 1000,
+            dataDir: layout.dataDir, port: chosen, binDir: policy.postgres.binDir, timeoutMs: timeoutSeconds * 1000,
             action: target.kind === 'latest' ? 'promote' : behaviour.action, url: policy.postgres.url,
           }), port === undefined ? (chosen) => {
             if (!globals().json) io.stdout.write(`port: ${chosen} (free on 127.0.0.1; give --port to choose)\n`);

@@ -110,13 +110,13 @@ describe('archive_command shell fast path', () => {
     writeFileSync(pushed(`${SEGMENT}.busy`), '');
     let started = Date.now();
     expect(archive()).toContain('archive-push');
-    expect(Date.now() - started).toBeLessThan(1000);
+    expect(Date.now() - started).toBeLessThan(5000); // not the 15 s a live pusher gets
     rmSync(calls);
     const dead = execFileSync('/bin/sh', ['-c', 'sh -c "exit 0" & echo $!']).toString().trim();
     pusherLock(Number(dead));
     started = Date.now();
     expect(archive()).toContain('archive-push');
-    expect(Date.now() - started).toBeLessThan(1000);
+    expect(Date.now() - started).toBeLessThan(5000); // not the 15 s a live pusher gets
   });
 
   it('falls back to the plain command for paths sh or postgresql.conf cannot quote', () => {
