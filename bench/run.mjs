@@ -952,7 +952,7 @@ async function main() {
       const restorePort = await freePort();
       state.proxy.take();
       const r = await pgbr([`--pg1-path=${restoreDir}`, '--type=lsn', `--target=${target}`, '--target-action=promote',
-        `--recovery-option=restore_command=pgbackrest --config=${state.pgbrConf} --stanza=bench archive-get %f "%p"`, 'restore'], {rss: true, timeoutMs: 1_800_000});
+        `--recovery-option=restore_command=pgbackrest --config=${state.pgbrConf} --stanza=bench --pg1-path=${restoreDir} archive-get %f "%p"`, 'restore'], {rss: true, timeoutMs: 1_800_000});
       const t = performance.now();
       state.running.add(restoreDir);
       const logFile = join(state.base, 'restored-pgbr.log');
