@@ -15,7 +15,7 @@
 // the temp dir; pgBackRest's S3 driver requires TLS: repo1-storage-verify-tls=n; pgbk trusts it with
 // NODE_EXTRA_CA_CERTS). Prints a table and one line `BENCH_JSON {...}`; also writes .bench/results.json.
 //
-// Env: PGBK_BENCH_SCALE (pgbench scale, default 20), PGBK_BENCH_SEGMENTS (drain backlog, default 48),
+// Env: PGBK_BENCH_SCALE (pgbench scale, default 10), PGBK_BENCH_SEGMENTS (drain backlog, default 32),
 //      PGBK_BENCH_RESTORE_SEGMENTS (WAL to replay after the backup, default 16), PGBK_BENCH_PUSHES (cold pushes,
 //      default 10), PGBK_BENCH_QUICK=1 (scale 5, 16 / 8 / 6), PGBK_BENCH_PGBACKREST=0 (skip pgBackRest),
 //      PGBK_BENCH_S3=s3rver (force the s3rver mock), PGBK_BENCH_KEEP=1 (keep the temp dir, clusters stopped).
@@ -44,9 +44,9 @@ const envInt = (name, fallback) => {
   }
   return n;
 };
-const SCALE = envInt('PGBK_BENCH_SCALE', QUICK ? 5 : 20);
+const SCALE = envInt('PGBK_BENCH_SCALE', QUICK ? 5 : 10);
 const PUSH_COUNT = envInt('PGBK_BENCH_PUSHES', QUICK ? 6 : 10);
-const DRAIN_SEGMENTS = envInt('PGBK_BENCH_SEGMENTS', QUICK ? 16 : 48);
+const DRAIN_SEGMENTS = envInt('PGBK_BENCH_SEGMENTS', QUICK ? 16 : 32);
 const RESTORE_SEGMENTS = envInt('PGBK_BENCH_RESTORE_SEGMENTS', QUICK ? 8 : 16);
 const WANT_PGBACKREST = process.env.PGBK_BENCH_PGBACKREST !== '0';
 const KEEP = process.env.PGBK_BENCH_KEEP === '1';
