@@ -6,7 +6,8 @@
 // PGBK_TEST_S3_BUCKET / PGBK_TEST_S3_REGION), and prints pgbk / pgBackRest ratios for:
 //   1. cold archive-push of one 16 MiB segment, each a fresh process (pgBackRest: lz4 and gz)
 //   2. archive-push with a backlog: per-call p50/p99 while PostgreSQL's archiver drains N ready segments, and the
-//      drain rate in segments/s (pgBackRest: archive-async=y, process-max=2)
+//      drain rate in segments/s (pgBackRest: archive-async=y, process-max=2); both drain the same segments (after
+//      pgbk's drain their .done status files are renamed back to .ready)
 //   3. full backup MB/s (of the database size) and stored MB (pgBackRest: lz4, process-max=2)
 //   4. PITR restore + replay of N segments (pgBackRest: archive-async archive-get, process-max=2); floor: cp of a
 //      local pg_basebackup + replay from a local WAL directory
@@ -22,7 +23,7 @@
 // As root every PostgreSQL binary, pgbk and pgBackRest command runs as the postgres OS user (runuser -u postgres --).
 
 import {spawn, execFileSync} from 'node:child_process';
-import {chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync, appendFileSync} from 'node:fs';
+import {chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, appendFileSync} from 'node:fs';
 import {createServer} from 'node:net';
 import {registerHooks} from 'node:module';
 import {cpus, loadavg, tmpdir, totalmem} from 'node:os';
@@ -714,19 +715,35 @@ async function main() {
     return {wal, seconds: (performance.now() - t) / 1000, segments: made};
   };
 
+  // the pgbk repository's own chain starts here
+  await cluster.setArchiveCommand(pgbkCommand);
+  await waitArchived(cluster, await cluster.psql('select pg_walfile_name(pg_switch_wal())'), 120_000);
+
+  // -------------------------------------------------------------------------------- one backlog for all archive figures
+  // One backlog of ready segments: the cold pushes use copies of some, then pgbk's archive_command drains it, then its
+  // .done files are turned back into .ready (the segments stay in pg_wal: wal_keep_size) and pgBackRest drains the
+  // very same segments.
+  const backlogSegments = Math.max(DRAIN_SEGMENTS, PUSH_COUNT);
+  step(`backlog: ${backlogSegments} segments of WAL with archiving paused`);
+  await cluster.setArchiveCommand('false');
+  let backlog = [];
+  try {
+    const gen = await makeWal(backlogSegments);
+    backlog = (await cluster.psql(`select name from pg_ls_archive_statusdir() where name like '%.ready' order by name`)).split('\n').filter(Boolean).map((n) => n.replace(/\.ready$/, ''));
+    log(`${backlog.length} ready segments (${backlog[0]} .. ${backlog.at(-1)}), generated in ${fmt(gen.seconds, 0)}s`);
+    results.config.backlogSegments = backlog.length;
+  } catch (error) { recordError('backlog', error); }
+
   // -------------------------------------------------------------------------------- cold archive-push
   step(`cold archive-push: ${PUSH_COUNT} segments of 16 MiB, each pushed by a fresh process`);
   let pushFiles = [];
   const pushDir = pgDir(join(state.base, 'push'));
   try {
     const walDir = join(dataDir, 'pg_wal');
-    await makeWal(PUSH_COUNT + 1);
-    const current = await cluster.psql('select pg_walfile_name(pg_current_wal_lsn())');
-    const sources = readdirSync(walDir).filter((n) => /^[0-9A-F]{24}$/.test(n) && n < current && statSync(join(walDir, n)).size === SEG).sort();
-    if (sources.length === 0) throw new BenchError('no complete segment in pg_wal to copy');
-    // Real segments under their own names (both tools check each page header against their repository's cluster),
-    // pushed into repositories of their own.
-    for (const name of sources.slice(-PUSH_COUNT)) {
+    if (backlog.length === 0) throw new BenchError('no segment in the backlog to copy');
+    // Real segments of the backlog under their own names (both tools check each page header against their
+    // repository's cluster), copied out of pg_wal and pushed into repositories of their own.
+    for (const name of backlog.slice(0, PUSH_COUNT)) {
       copyFileSync(join(walDir, name), join(pushDir, name));
       chownPg(join(pushDir, name));
       pushFiles.push(join(pushDir, name));
@@ -786,15 +803,10 @@ async function main() {
   }
   rmSync(pushDir, {recursive: true, force: true});
 
-  // -------------------------------------------------------------------------------- drain of a backlog
-  /** Stop archiving, build a backlog of ready segments, archive them with `command` (timed per call). */
+  // -------------------------------------------------------------------------------- drain of the backlog
+  /** Archive the backlog's ready segments with `command` (timed per call); archiving paused again afterwards. */
   const drain = async (label, command) => {
-    await cluster.setArchiveCommand('false');
-    const gen = await makeWal(DRAIN_SEGMENTS);
-    const ready = (await cluster.psql(`select name from pg_ls_archive_statusdir() where name like '%.ready' order by name`)).split('\n').filter(Boolean).map((n) => n.replace(/\.ready$/, ''));
-    const lastReady = ready.at(-1);
-    if (!lastReady) throw new BenchError('no ready segment');
-    log(`${label}: ${ready.length} ready segments (${ready[0]} .. ${lastReady}), generated in ${fmt(gen.seconds, 0)}s`);
+    if (backlog.length === 0) throw new BenchError('no backlog');
     const before = Number(await cluster.psql('select archived_count from pg_stat_archiver'));
     const callLog = join(state.base, `drain-${label}.log`);
     writeFileSync(callLog, '');
@@ -803,10 +815,17 @@ async function main() {
     const t = performance.now();
     await cluster.setArchiveCommand(`${timed} ${callLog} ${command}`);
     let timedOut = false;
-    try {
-      await waitArchived(cluster, lastReady, Math.max(120_000, ready.length * 5_000));
-    } catch (error) { timedOut = true; recordError(`${label} drain`, error); }
+    const deadline = Date.now() + Math.max(120_000, backlog.length * 5_000);
+    while (Number(await cluster.psql('select archived_count from pg_stat_archiver')) - before < backlog.length) {
+      if (Date.now() > deadline) {
+        timedOut = true;
+        recordError(`${label} drain`, new BenchError(`the backlog was not archived in time; see ${state.base}/server-${cluster.port}.log`));
+        break;
+      }
+      await sleep(50);
+    }
     const seconds = (performance.now() - t) / 1000;
+    await cluster.setArchiveCommand('false');
     const archived = Number(await cluster.psql('select archived_count from pg_stat_archiver')) - before;
     const requests = state.proxy.take();
     const calls = readTimedLog(callLog);
@@ -822,17 +841,27 @@ async function main() {
     return d;
   };
 
-  // the pgbk repository's own chain starts here
-  await cluster.setArchiveCommand(pgbkCommand);
-  await waitArchived(cluster, await cluster.psql('select pg_walfile_name(pg_switch_wal())'), 120_000);
-
-  step(`archive-push with a backlog: PostgreSQL's archiver drains ${DRAIN_SEGMENTS} ready segments`);
+  step(`archive-push with a backlog: PostgreSQL's archiver drains ${backlog.length} ready segments`);
   log(`(per-call times include the timing wrapper, ~${fmt(results.machine.timedWrapperOverheadS, 3)}s)`);
   try {
     results.pgbk.drain = await drain('pgbk', pgbkCommand);
   } catch (error) { recordError('pgbk drain', error); }
   if (withPgbr) {
     try {
+      // pgbk's look-ahead pusher (a detached process holding pg_wal/pgbk-spool/pushed/.pusher.lock) must be gone
+      // first, or it would see the renewed .ready files
+      const lock = join(dataDir, 'pg_wal', 'pgbk-spool', 'pushed', '.pusher.lock');
+      for (let i = 0; i < 600; i++) {
+        let pid = 0;
+        try { pid = Number(readFileSync(lock, 'utf8').trim()); } catch { /* no lock */ }
+        if (!(pid > 0 && existsSync(`/proc/${pid}`))) break;
+        await sleep(100);
+      }
+      const statusDir = join(dataDir, 'pg_wal', 'archive_status');
+      for (const name of backlog) {
+        if (!existsSync(join(dataDir, 'pg_wal', name))) throw new BenchError(`${name} left pg_wal: cannot archive the backlog again`);
+        if (existsSync(join(statusDir, `${name}.done`))) renameSync(join(statusDir, `${name}.done`), join(statusDir, `${name}.ready`));
+      }
       results.pgbackrest.drain = await drain('pgBackRest', pgbrCommand(' --archive-async --process-max=2'));
     } catch (error) { recordError('pgBackRest drain', error); }
   }
