@@ -814,7 +814,8 @@ async function main() {
     chownPg(callLog);
     state.proxy.take();
     const t = performance.now();
-    await cluster.setArchiveCommand(`${timed} ${callLog} ${command}`);
+    // A command that is a shell snippet (pgbk's fast path) runs under its own sh, timed as a whole.
+    await cluster.setArchiveCommand(`${timed} ${callLog} ${/[;&|]/.test(command) ? `sh -c '${command}'` : command}`);
     let timedOut = false;
     const deadline = Date.now() + Math.max(120_000, backlog.length * 5_000);
     while (Number(await cluster.psql('select archived_count from pg_stat_archiver')) - before < backlog.length) {
