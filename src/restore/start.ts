@@ -151,7 +151,7 @@ async function askRestored(options: StartOptions): Promise<RestoredState | undef
       select pg_is_in_recovery() as in_recovery,
              case when pg_is_in_recovery() then pg_is_wal_replay_paused() end as paused,
              pg_last_wal_replay_lsn()::text as replay_lsn,
-             to_char(pg_last_xact_replay_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || ' UTC' as last_xact,
+             to_char(pg_last_xact_replay_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || '+00' as last_xact,
              case when pg_is_in_recovery() then null
                   else ('x' || substr(pg_walfile_name(pg_current_wal_lsn()), 1, 8))::bit(32)::int end as timeline`);
     const row = rows[0]!;
