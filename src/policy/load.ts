@@ -26,7 +26,7 @@ export async function loadPolicy(lookup: PolicyLookup): Promise<Policy> {
   }
   const policy = parsePolicy(text, file, lookup.env);
   const mode = (await stat(file)).mode;
-  if ((mode & 0o004) !== 0 && (policy.repository.secretAccessKey || [policy.postgres.url, policy.replica?.standbyUrl ?? ''].some((url) => /:[^@/]*@/.test(url)) || /password\s*=/i.test(policy.replica?.primaryConninfo ?? ''))) {
+  if ((mode & 0o004) !== 0 && (policy.repository.secretAccessKey || policy.repository.encryption || [policy.postgres.url, policy.replica?.standbyUrl ?? ''].some((url) => /:[^@/]*@/.test(url)) || /password\s*=/i.test(policy.replica?.primaryConninfo ?? ''))) {
     process.stderr.write(`pgbk: warning: ${file} holds a secret and is readable by every user; chmod o-r it\n`);
   }
   return policy;
@@ -71,6 +71,7 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
       forcePathStyle: value.repository.force_path_style,
       accessKeyId: value.repository.access_key_id,
       secretAccessKey: value.repository.secret_access_key,
+      ...(value.repository.encryption ? {encryption: {key: value.repository.encryption.key, oldKeys: value.repository.encryption.old_keys ?? []}} : {}),
     },
     schedule: {backup: value.schedule?.backup, expire: value.schedule?.expire, drill: value.schedule?.drill},
     // Defaults: a backup of several TB at ~100 MB/s fits in 12 h; expire is listing and deleting; a drill gets

@@ -41,6 +41,10 @@ export const policySchema = z.strictObject({
     force_path_style: z.boolean().optional(),
     access_key_id: z.string().min(1).optional(),
     secret_access_key: z.string().min(1).optional(),
+    encryption: z.strictObject({
+      key: z.string().min(12, 'expected a passphrase of at least 12 characters (use a long random one)'),
+      old_keys: z.array(z.string().min(1, 'expected a passphrase')).optional(),
+    }).optional(),
   }),
   schedule: z.strictObject({
     backup: cron.optional(), expire: cron.optional(), drill: cron.optional(),

@@ -11,6 +11,8 @@ export interface RepositoryConfig {
   forcePathStyle?: boolean;
   accessKeyId?: string;
   secretAccessKey?: string;
+  /** Client-side encryption (repository.encryption): passphrases, never printed. */
+  encryption?: {key: string; oldKeys: string[]};
 }
 
 export interface PostgresConfig {

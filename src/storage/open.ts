@@ -5,6 +5,13 @@ import type {Repository} from './repository.js';
 import type {RepositoryConfig} from '../policy/types.js';
 
 export async function openRepository(config: RepositoryConfig): Promise<Repository> {
+  const repo = await openDriver(config);
+  if (!config.encryption) return repo;
+  const {EncryptedRepository} = await import('./encrypted-repository.js');
+  return new EncryptedRepository(repo, config.encryption);
+}
+
+async function openDriver(config: RepositoryConfig): Promise<Repository> {
   const url = config.url;
   if (url.startsWith('file://')) {
     const path = decodeURIComponent(url.slice('file://'.length));
