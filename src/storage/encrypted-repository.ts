@@ -10,7 +10,7 @@ import {createHmac, timingSafeEqual} from 'node:crypto';
 import {pipeline, type Readable} from 'node:stream';
 import {ObjectNotFoundError, RepositoryIdentityError} from '../errors.js';
 import {macInputOf, parseIdentity, withChecksum, type IdentityEncryption, type RepositoryIdentity} from '../identity/identity.js';
-import {DecryptStream, EncryptStream, cipherSize, decryptBuffer, encryptBuffer, plainSize} from './encryption/format.js';
+import {DecryptStream, EncryptStream, MAGIC, cipherSize, decryptBuffer, encryptBuffer, plainSize} from './encryption/format.js';
 import {DEFAULT_KDF, deriveKey, validKdf, type DerivedKey, type KdfParameters} from './encryption/keys.js';
 import {IDENTITY_KEY} from './layout.js';
 import type {ListOptions, PutOptions, PutResult, Repository, StoredObject} from './repository.js';
@@ -121,6 +121,68 @@ export class EncryptedRepository implements Repository {
       throw error;
     }
     return this.current!;
+  }
+
+  /**
+   * Key rotation, first step: makes repository.encryption.key the repository's key. The identity must be signed by
+   * one of old_keys (or by the key itself: nothing to do); its key ids become [key, the earlier ones].
+   * Returns whether the identity changed.
+   */
+  async adoptKey(): Promise<boolean> {
+    const {body, version} = await this.inner.getVersioned(IDENTITY_KEY);
+    const identity = parseIdentity(body.toString('utf8'), this.description);
+    const encryption = identity.encryption;
+    if (!encryption || !validKdf(encryption.kdf)) return this.unlock(identity).then(() => false);
+    const key = await this.derive(this.settings.key, identity.salt, encryption.kdf);
+    if (key.id.toString('hex') === encryption.keyIds[0]) {
+      await this.unlock(identity);
+      return false;
+    }
+    const olds = await Promise.all(this.settings.oldKeys.map((passphrase) => this.derive(passphrase, identity.salt, encryption.kdf)));
+    const signer = olds.find((old) => old.id.toString('hex') === encryption.keyIds[0]);
+    if (!signer) {
+      throw new RepositoryIdentityError(
+        `neither repository.encryption.key nor any of repository.encryption.old_keys is the key of ${this.description} (key check failed)`,
+        'put the repository\'s current key in repository.encryption.old_keys; nothing was read or written',
+      );
+    }
+    this.verifyMac(identity, signer);
+    await this.putIdentity(Buffer.from(JSON.stringify(identity)), {ifMatch: version});
+    const stored = await this.inner.getVersioned(IDENTITY_KEY);
+    await this.unlock(parseIdentity(stored.body.toString('utf8'), this.description));
+    return true;
+  }
+
+  /** Key rotation, last step (every object is under the key now): the identity lists only the key. */
+  async forgetOldKeys(): Promise<void> {
+    await this.ready();
+    const {body, version} = await this.inner.getVersioned(IDENTITY_KEY);
+    const identity = parseIdentity(body.toString('utf8'), this.description);
+    await this.unlock(identity);
+    const only = withChecksum({...identity, encryption: {...identity.encryption!, keyIds: []}});
+    await this.putIdentity(Buffer.from(JSON.stringify(only)), {ifMatch: version});
+  }
+
+  /** The key id (hex) in the header of the stored object `key`, or undefined when it has no encrypted header. */
+  async keyIdOf(key: string): Promise<string | undefined> {
+    const stream = await this.inner.get(key);
+    const parts: Buffer[] = [];
+    let bytes = 0;
+    try {
+      for await (const chunk of stream) {
+        parts.push(chunk as Buffer);
+        bytes += (chunk as Buffer).length;
+        if (bytes >= 16) break;
+      }
+    } finally {
+      stream.destroy();
+    }
+    const head = Buffer.concat(parts);
+    return head.length >= 16 && head.subarray(0, 8).equals(MAGIC) ? head.subarray(8, 16).toString('hex') : undefined;
+  }
+
+  async currentKeyId(): Promise<string> {
+    return (await this.ready()).id.toString('hex');
   }
 
   /** The data key for a key id found in an object's header. */

@@ -142,4 +142,40 @@ describe('client-side encryption on S3', () => {
       await client.send(new PutObjectCommand({Bucket: s3.bucket, Key: manifest, Body: original}));
     }
   });
+
+  it('rotates the key: re-encrypt rewrites every object under the new key, the old key alone is then refused', async () => {
+    const NEW = 'pgbk-test passphrase rotated 77aa';
+    const policyWith = (name: string, encryption: Record<string, unknown>) => writePolicy(setup.dir, name, {
+      strategy: 'pitr', postgres: {url: setup.cluster.url}, repository: {...repository, encryption},
+    });
+    const rotating = policyWith('rotating', {key: NEW, old_keys: [KEY]});
+    const headerIds = async () => {
+      const ids = new Set<string>();
+      for (const key of (await bucketObjects(client, prefix)).keys()) {
+        if (key.endsWith('/identity.json') || key.includes('capabilities.json')) continue;
+        ids.add((await bytesOf(client, key)).subarray(8, 16).toString('hex'));
+      }
+      return ids;
+    };
+    const oldIds = await headerIds();
+    expect(oldIds.size).toBe(1);
+    // Before the rotation, the new key alone is not the repository's key.
+    expect((await runPgbk(['list', '--policy', policyWith('new-early', {key: NEW})])).exitCode).toBe(2);
+    const run = await runPgbk(['re-encrypt', '--policy', rotating, '--json']);
+    expect(run.exitCode, run.stderr).toBe(0);
+    const result = JSON.parse(run.stdout);
+    expect(result.adopted).toBe(true);
+    expect(result.rewritten).toBeGreaterThan(3);
+    expect(result.skipped).toEqual([]);
+    const newIds = await headerIds();
+    expect(newIds).toEqual(new Set([result.keyId]));
+    expect(newIds.has([...oldIds][0]!)).toBe(false);
+    const again = JSON.parse((await runPgbk(['re-encrypt', '--policy', rotating, '--json'])).stdout);
+    expect(again).toMatchObject({adopted: false, rewritten: 0});
+    const verify = await runPgbk(['verify', '--policy', policyWith('new-only', {key: NEW})]);
+    expect(verify.exitCode, verify.stderr + verify.stdout).toBe(0);
+    const old = await runPgbk(['list', '--policy', policyWith('old-only', {key: KEY})]);
+    expect(old.exitCode).toBe(2);
+    expect(old.stderr).toMatch(/not the key of|earlier key/);
+  });
 });
