@@ -34,8 +34,11 @@ export class EncryptedRepository implements Repository {
   private unlocking?: Promise<void>;
   private readonly derived = new Map<string, Promise<DerivedKey>>();
 
+  readonly objectLock?: Repository['objectLock'];
+
   constructor(readonly inner: Repository, private readonly settings: EncryptionSettings) {
     this.description = inner.description;
+    if (inner.objectLock) this.objectLock = () => inner.objectLock!();
   }
 
   private derive(passphrase: string, salt: string, kdf: KdfParameters): Promise<DerivedKey> {

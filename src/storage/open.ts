@@ -36,6 +36,7 @@ async function openDriver(config: RepositoryConfig): Promise<Repository> {
       forcePathStyle: config.forcePathStyle ?? Boolean(config.endpoint),
       accessKeyId: config.accessKeyId,
       secretAccessKey: config.secretAccessKey,
+      write: {storageClass: config.storageClass, sse: config.sse, kmsKeyId: config.kmsKeyId, objectLock: config.objectLock},
     });
   }
   throw new PolicyError(`repository.url: "${url}" is not a file:// or s3:// URL`);

@@ -61,6 +61,13 @@ export interface IncompleteUpload {
   startedAt: Date;
 }
 
+/** The bucket's Object Lock configuration (S3 only). */
+export interface ObjectLockStatus {
+  enabled: boolean;
+  /** The bucket's default retention, e.g. "GOVERNANCE 30 days", when it has one. */
+  defaultRetention?: string;
+}
+
 export interface ListOptions {
   /** Only keys that sort after this one (S3 StartAfter). */
   startAfter?: string;
@@ -118,6 +125,8 @@ export interface Repository {
    * is refused (RepositoryIdentityError, exit 2) before anything is written.
    */
   unlock?(identity: RepositoryIdentity): Promise<void>;
+  /** S3 only: the bucket's Object Lock configuration (GetObjectLockConfiguration), for `check`. */
+  objectLock?(): Promise<ObjectLockStatus>;
   /** Releases connections (S3 sockets) so the process can exit promptly. */
   close(): Promise<void>;
 }
