@@ -205,7 +205,7 @@ export class DecryptStream extends Transform {
     if (this.header && !ended && this.pendingBytes <= SEALED_CHUNK) return;
     let all = this.pending.length === 1 ? this.pending[0]! : Buffer.concat(this.pending);
     if (!this.header) {
-      if (all.length < HEADER_BYTES && !ended) {
+      if (all.length < HEADER_BYTES + TAG_BYTES && !ended) {
         this.pending = [all];
         return;
       }

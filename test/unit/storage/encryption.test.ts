@@ -49,6 +49,18 @@ describe('encrypted object format', () => {
     expect((await decryptBuffer(lookup, 'wal/x', streamed.sealed)).equals(plain)).toBe(true);
   });
 
+  it('decrypts whatever the pieces: one byte at a time, and piped straight from the encrypting stream', async () => {
+    const plain = randomBytes(CHUNK_BYTES + 999);
+    const sealed = encryptBuffer(dataKey, keyId, 'k', plain);
+    expect((await decryptStreamed(sealed.subarray(0, 200), 'k', 1).catch((error: Error) => error))).toBeInstanceOf(CorruptObjectError);
+    const small = encryptBuffer(dataKey, keyId, 'k', Buffer.from('tiny'));
+    expect((await decryptStreamed(small, 'k', 1)).toString()).toBe('tiny');
+    const piped = await buffer(Readable.from([plain]).pipe(new EncryptStream(dataKey, keyId, 'k')).pipe(new DecryptStream(lookup, 'k')));
+    expect(piped.equals(plain)).toBe(true);
+    const empty = await buffer(Readable.from([]).pipe(new EncryptStream(dataKey, keyId, 'k')).pipe(new DecryptStream(lookup, 'k')));
+    expect(empty.length).toBe(0);
+  });
+
   it('holds no plaintext and never repeats itself: two encryptions of one body differ', () => {
     const plain = Buffer.from('canary-row-text '.repeat(100));
     const a = encryptBuffer(dataKey, keyId, 'k', plain);
