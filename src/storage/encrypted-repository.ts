@@ -6,7 +6,8 @@
 // deterministic), get() the body; these agree with each other as on an unencrypted repository.
 // The object format: src/storage/encryption/format.ts; the keys: src/storage/encryption/keys.ts.
 
-import {createHmac, timingSafeEqual} from 'node:crypto';
+import {createHash, createHmac, timingSafeEqual} from 'node:crypto';
+import {text} from 'node:stream/consumers';
 import {pipeline, type Readable} from 'node:stream';
 import {ObjectNotFoundError, RepositoryIdentityError} from '../errors.js';
 import {macInputOf, parseIdentity, withChecksum, type IdentityEncryption, type RepositoryIdentity} from '../identity/identity.js';
@@ -202,7 +203,6 @@ export class EncryptedRepository implements Repository {
     if (Buffer.isBuffer(body)) {
       const sealed = encryptBuffer(current.dataKey, current.id, key, body);
       const stored = await this.inner.put(key, sealed, {...options, sizeBytes: sealed.length});
-      const {createHash} = await import('node:crypto');
       return {...stored, sizeBytes: body.length, sha256: createHash('sha256').update(body).digest('hex')};
     }
     const encrypt = new EncryptStream(current.dataKey, current.id, key);
@@ -219,7 +219,6 @@ export class EncryptedRepository implements Repository {
    * key check and MAC under the policy's key. Written again by re-encrypt with its key ids.
    */
   private async putIdentity(body: Readable | Buffer, options: PutOptions): Promise<PutResult> {
-    const {text} = await import('node:stream/consumers');
     const identity = parseIdentity(Buffer.isBuffer(body) ? body.toString('utf8') : await text(body), this.description);
     const kdf = identity.encryption?.kdf ?? DEFAULT_KDF;
     const key = await this.derive(this.settings.key, identity.salt, kdf);
