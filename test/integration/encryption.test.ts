@@ -116,6 +116,13 @@ describe('client-side encryption on S3', () => {
         expect(`${run.stdout}${run.stderr}`).not.toContain(KEY);
       }
     }
+    // archive_command with a wrong key: refused (2) before the segment is written.
+    const [segment] = await setup.cluster.query<{name: string}>(`select pg_walfile_name(pg_current_wal_lsn()) as name`);
+    const push = await runPgbk(['archive-push', join(setup.cluster.dataDir, 'pg_wal', segment!.name), '--policy', wrong], {env});
+    expect(push.exitCode, push.stderr).toBe(2);
+    expect(push.stderr).toMatch(/key check failed/);
+    const status = await runPgbk(['status', '--policy', wrong, '--json'], {env});
+    expect(`${status.stdout}${status.stderr}`).not.toContain(WRONG);
     const check = await runPgbk(['check', '--policy', wrong, '--json'], {env});
     expect(check.exitCode).not.toBe(0);
     expect(`${check.stdout}${check.stderr}`).not.toContain(WRONG);

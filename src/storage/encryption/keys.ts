@@ -29,7 +29,7 @@ function subkey(master: Buffer, label: string, bytes: number): Buffer {
 
 export function validKdf(kdf: unknown): kdf is KdfParameters {
   const k = kdf as KdfParameters | undefined;
-  return k?.name === 'argon2id' && Number.isInteger(k.memoryKiB) && k.memoryKiB >= 8192 && k.memoryKiB <= 4_194_304
+  return k?.name === 'argon2id' && Number.isInteger(k.memoryKiB) && k.memoryKiB >= 8192 && k.memoryKiB <= 1_048_576
     && Number.isInteger(k.passes) && k.passes >= 1 && k.passes <= 64 && Number.isInteger(k.parallelism) && k.parallelism >= 1 && k.parallelism <= 64;
 }
 
