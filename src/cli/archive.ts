@@ -52,7 +52,7 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
         let identity: Promise<import('../identity/identity.js').RepositoryIdentity> | undefined;
         const identityOnce = () => {
           if (!identity) {
-            identity = cached ? Promise.resolve(cached) : identities.requireIdentity(repo, policy.name);
+            identity = cached ? identities.acceptIdentity(repo, cached) : identities.requireIdentity(repo, policy.name);
             identity.catch(() => undefined); // awaited by its users; never an unhandled rejection meanwhile
           }
           return identity;

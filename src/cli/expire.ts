@@ -23,7 +23,7 @@ export function registerExpireCommand(program: Command, io: Io, globals: () => G
         const {checkClock} = await import('../retention/clock.js');
         checkClock(now, {description: repo.description, time: await repo.serverTime()}, catalog);
         const plan = planExpire(catalog, policy.retention, now);
-        const outcome = await applyExpire(plan, repo, {dryRun: Boolean(options.dryRun), now});
+        const outcome = await applyExpire(plan, repo, {dryRun: Boolean(options.dryRun), now, objectLockDays: policy.repository.objectLock?.days});
         if (globals().json) {
           printJson(io, {policy: policy.name, repository: repo.description, ...plan, outcome});
           return;
@@ -37,6 +37,11 @@ export function registerExpireCommand(program: Command, io: Io, globals: () => G
         lines.push('', 'backups:');
         if (plan.backups.length === 0) lines.push('  none');
         for (const decision of plan.backups) {
+          const locked = outcome.locked.find((entry) => entry.id === decision.id);
+          if (locked) {
+            lines.push(`  locked ${decision.id} ${decision.kind} (${decision.reasons.join('; ')}): its objects are under Object Lock until ${locked.until}; a later expire removes it`);
+            continue;
+          }
           const verb = decision.keep ? 'keep  ' : dry ? 'remove' : 'removed';
           lines.push(`  ${verb} ${decision.id} ${decision.kind}${decision.timeline !== undefined ? ` timeline ${decision.timeline}` : ''}` +
             ` (${decision.kind === 'dump' ? 'taken' : 'consistent from'} ${decision.time}, ${formatBytes(decision.storedBytes)}): ${decision.reasons.join('; ')}`);
@@ -54,6 +59,9 @@ export function registerExpireCommand(program: Command, io: Io, globals: () => G
         for (const range of outcome.wal.ranges) {
           lines.push(`  ${dry ? 'remove' : 'removed'} ${range.first}${range.last !== range.first ? ` .. ${range.last}` : ''} on timeline ${range.timeline}` +
             ` (${range.files} file${range.files === 1 ? '' : 's'}, ${formatBytes(range.bytes)})`);
+        }
+        if (outcome.wal.lockedFiles > 0) {
+          lines.push(`  locked ${outcome.wal.lockedFiles} WAL file${outcome.wal.lockedFiles === 1 ? '' : 's'} no backup needs: under Object Lock until ${outcome.wal.lockedUntil} at the latest; a later expire removes them`);
         }
         const removedBackups = outcome.backups.length;
         lines.push('', `${dry ? 'would remove' : 'removed'} ${removedBackups} backup${removedBackups === 1 ? '' : 's'} ` +

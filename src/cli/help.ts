@@ -23,6 +23,7 @@ export const EXAMPLES: Record<string, string[]> = {
   'schedule': ['pgbk schedule --policies /etc/pgbk/policies'],
   'demo': ['pgbk demo', 'pgbk demo --keep'],
   'patroni-create-replica': ['pgbk patroni-create-replica --policy app --datadir /var/lib/postgresql/data    (Patroni appends --scope, --role, --connstring)'],
+  're-encrypt': ['pgbk re-encrypt --policy orders    (after moving the old passphrase to repository.encryption.old_keys)'],
   'completion': ['pgbk completion bash > /etc/bash_completion.d/pgbk', 'pgbk completion zsh > "${fpath[1]}/_pgbk"'],
 };
 

@@ -81,7 +81,8 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         if (!options.to) throw new UsageError(`policy ${policy.name} uses the ${policy.strategy} strategy: restore with --to <dir>`);
         const {checkDestination, layOutDataDirectory} = await import('../restore/layout.js');
         // Check everything before writing anything.
-        const catalog = await readCatalog(repo);
+        // A manifest that cannot be read (damaged, or failing authentication in an encrypted repository) is said.
+        const catalog = await readCatalog(repo, (key, error) => io.stderr.write(`pgbk: warning: backup manifest ${key} skipped: ${error.message}\n`));
         const state = await checkDestination(options.to, Boolean(options.force), {repo, policy, catalog});
         const {prepareRestore} = await import('../restore/prepare.js');
         const {choice, plan} = await prepareRestore(repo, policy, catalog, target, {

@@ -26,8 +26,21 @@ export interface RepositoryIdentity {
   salt: string;
   /** How the identity came to be: `init`, `backup` (first backup into an empty repository) or `adopted`. */
   createdBy: 'init' | 'backup' | 'adopted';
+  /** Present when the repository is encrypted (client-side): how keys are derived, and the key check. */
+  encryption?: IdentityEncryption;
   /** SHA-256 over the JSON of every field above. */
   checksum?: string;
+}
+
+export interface IdentityEncryption {
+  /** The object format (src/storage/encryption/format.ts). */
+  cipher: 'aes-256-gcm-256k-v1';
+  /** How the passphrase is stretched (with the identity's salt). */
+  kdf: {name: 'argon2id'; memoryKiB: number; passes: number; parallelism: number};
+  /** Ids (hex) of the keys objects may be written under; the first is the repository's key, which signs `mac`. */
+  keyIds: string[];
+  /** HMAC-SHA256 (hex) under the repository's key over the identity without `checksum` and this field. */
+  mac: string;
 }
 
 export interface ClusterFacts {
@@ -39,6 +52,19 @@ export interface ClusterFacts {
 function checksumOf(identity: RepositoryIdentity): string {
   const {checksum: _ignored, ...rest} = identity;
   return createHash('sha256').update(JSON.stringify(rest)).digest('hex');
+}
+
+/** The identity with its checksum recomputed (after the encryption block was added or changed). */
+export function withChecksum(identity: RepositoryIdentity): RepositoryIdentity {
+  const {checksum: _ignored, ...rest} = identity;
+  return {...rest, checksum: checksumOf(rest as RepositoryIdentity)};
+}
+
+/** The bytes the identity MAC covers: every field but `checksum` and `encryption.mac`. */
+export function macInputOf(identity: RepositoryIdentity): Buffer {
+  const {checksum: _ignored, encryption, ...rest} = identity;
+  const {mac: _mac, ...covered} = encryption ?? ({} as Partial<IdentityEncryption>);
+  return Buffer.from(JSON.stringify({...rest, encryption: covered}));
 }
 
 export function newIdentity(cluster: ClusterFacts, createdBy: RepositoryIdentity['createdBy'], now: Date): RepositoryIdentity {
@@ -65,21 +91,42 @@ export async function readIdentity(repo: Repository): Promise<RepositoryIdentity
     if (error instanceof ObjectNotFoundError) return undefined;
     throw error;
   }
+  return acceptIdentity(repo, parseIdentity(body, repo.description));
+}
+
+/**
+ * An identity read from `repo` (or its copy in the spool): an encrypted repository's is checked against the policy's
+ * key (key check and MAC; a wrong key is refused, exit 2); an encrypted identity without a key in the policy is refused.
+ */
+export async function acceptIdentity(repo: Repository, identity: RepositoryIdentity): Promise<RepositoryIdentity> {
+  if (repo.unlock) {
+    await repo.unlock(identity);
+  } else if (identity.encryption) {
+    throw new RepositoryIdentityError(
+      `${repo.description} is encrypted, but the policy sets no repository.encryption.key`,
+      'give the repository\'s key in repository.encryption.key (for example key: ${PGBK_REPOSITORY_KEY}); nothing was read or written',
+    );
+  }
+  return identity;
+}
+
+/** Parses and checks the text of identity.json (checksum, format); `where` names the repository in messages. */
+export function parseIdentity(body: string, where: string): RepositoryIdentity {
   let identity: RepositoryIdentity;
   try {
     identity = JSON.parse(body);
   } catch (error) {
-    throw new CorruptObjectError(`the repository identity ${IDENTITY_KEY} in ${repo.description} is not valid JSON`, undefined, {cause: error});
+    throw new CorruptObjectError(`the repository identity ${IDENTITY_KEY} in ${where} is not valid JSON`, undefined, {cause: error});
   }
   if (identity?.format !== IDENTITY_FORMAT || identity.checksum !== checksumOf(identity) || !/^\d+$/.test(String(identity.systemId))) {
     throw new CorruptObjectError(
-      `the repository identity ${IDENTITY_KEY} in ${repo.description} is damaged (it does not match its checksum)`,
+      `the repository identity ${IDENTITY_KEY} in ${where} is damaged (it does not match its checksum)`,
       'restore it from a copy, or move the repository aside and run "pgbk init"; nothing was written',
     );
   }
   if (identity.formatVersion > IDENTITY_FORMAT_VERSION) {
     throw new RepositoryIdentityError(
-      `${repo.description} has repository format ${identity.formatVersion}; this pgbk reads up to ${IDENTITY_FORMAT_VERSION}`,
+      `${where} has repository format ${identity.formatVersion}; this pgbk reads up to ${IDENTITY_FORMAT_VERSION}`,
       'upgrade pgbk',
     );
   }

@@ -26,7 +26,7 @@ export async function loadPolicy(lookup: PolicyLookup): Promise<Policy> {
   }
   const policy = parsePolicy(text, file, lookup.env);
   const mode = (await stat(file)).mode;
-  if ((mode & 0o004) !== 0 && (policy.repository.secretAccessKey || [policy.postgres.url, policy.replica?.standbyUrl ?? ''].some((url) => /:[^@/]*@/.test(url)) || /password\s*=/i.test(policy.replica?.primaryConninfo ?? ''))) {
+  if ((mode & 0o004) !== 0 && (policy.repository.secretAccessKey || policy.repository.encryption || [policy.postgres.url, policy.replica?.standbyUrl ?? ''].some((url) => /:[^@/]*@/.test(url)) || /password\s*=/i.test(policy.replica?.primaryConninfo ?? ''))) {
     process.stderr.write(`pgbk: warning: ${file} holds a secret and is readable by every user; chmod o-r it\n`);
   }
   return policy;
@@ -57,6 +57,14 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
     throw new PolicyError(`${file}${line ? `:${line}` : ''}: ${path.join('.') || '(top level)'}: ${message}`);
   }
   const value = parsed.data;
+  const s3Only = (['object_lock', 'storage_class', 'sse', 'kms_key_id'] as const).find((key) => value.repository[key] !== undefined);
+  if (s3Only && value.repository.url.startsWith('file://')) {
+    throw new PolicyError(`${file}${lineAt(doc, ['repository', s3Only], lineCounter)}: repository.${s3Only}: only an s3:// repository has it (repository.url is ${value.repository.url})`,
+      s3Only === 'object_lock' ? 'immutable backups need an S3 bucket with Object Lock enabled; remove object_lock for a local repository' : undefined);
+  }
+  if (value.repository.kms_key_id !== undefined && value.repository.sse !== 'aws:kms') {
+    throw new PolicyError(`${file}${lineAt(doc, ['repository', 'kms_key_id'], lineCounter)}: repository.kms_key_id: needs sse: aws:kms`);
+  }
   const defaults = STRATEGY_OBJECTIVES[value.strategy];
   const name = policyNameOf(file);
   const policy: Policy = {
@@ -71,6 +79,11 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
       forcePathStyle: value.repository.force_path_style,
       accessKeyId: value.repository.access_key_id,
       secretAccessKey: value.repository.secret_access_key,
+      ...(value.repository.encryption ? {encryption: {key: value.repository.encryption.key, oldKeys: value.repository.encryption.old_keys ?? []}} : {}),
+      ...(value.repository.object_lock ? {objectLock: {...value.repository.object_lock}} : {}),
+      ...(value.repository.storage_class ? {storageClass: value.repository.storage_class} : {}),
+      ...(value.repository.sse ? {sse: value.repository.sse} : {}),
+      ...(value.repository.kms_key_id ? {kmsKeyId: value.repository.kms_key_id} : {}),
     },
     schedule: {backup: value.schedule?.backup, expire: value.schedule?.expire, drill: value.schedule?.drill, timezone: value.schedule?.timezone ?? 'UTC'},
     // Defaults: a backup of several TB at ~100 MB/s fits in 12 h; expire is listing and deleting; a drill gets
@@ -173,4 +186,9 @@ function compressionOf(value: PolicyDocument, file: string): Compression {
     throw new PolicyError(`${file}: compression.level: ${level} is out of range for ${codec} (${range.min}..${range.max})`);
   }
   return {codec, level};
+}
+
+function lineAt(doc: Document, path: string[], lineCounter: LineCounter): string {
+  const line = lineOf(doc, path, lineCounter);
+  return line ? `:${line}` : '';
 }

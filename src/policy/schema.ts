@@ -60,6 +60,17 @@ export const policySchema = z.strictObject({
     force_path_style: z.boolean().optional(),
     access_key_id: z.string().min(1).optional(),
     secret_access_key: z.string().min(1).optional(),
+    encryption: z.strictObject({
+      key: z.string().min(12, 'expected a passphrase of at least 12 characters (use a long random one)'),
+      old_keys: z.array(z.string().min(1, 'expected a passphrase')).optional(),
+    }).optional(),
+    object_lock: z.strictObject({
+      mode: z.enum(['governance', 'compliance']),
+      days: z.number().int().min(1, 'expected a whole number of days, at least 1').max(36_500),
+    }).optional(),
+    storage_class: z.string().regex(/^[A-Z_]+$/, 'expected an S3 storage class such as STANDARD, STANDARD_IA or GLACIER_IR').optional(),
+    sse: z.enum(['AES256', 'aws:kms']).optional(),
+    kms_key_id: z.string().min(1).optional(),
   }),
   schedule: z.strictObject({
     backup: cron.optional(), expire: cron.optional(), drill: cron.optional(),

@@ -11,6 +11,15 @@ export interface RepositoryConfig {
   forcePathStyle?: boolean;
   accessKeyId?: string;
   secretAccessKey?: string;
+  /** Client-side encryption (repository.encryption): passphrases, never printed. */
+  encryption?: {key: string; oldKeys: string[]};
+  /** S3 Object Lock retention of every object written (repository.object_lock). */
+  objectLock?: {mode: 'governance' | 'compliance'; days: number};
+  /** S3 storage class of every object written (repository.storage_class). */
+  storageClass?: string;
+  /** S3 server-side encryption (repository.sse, kms_key_id). */
+  sse?: 'AES256' | 'aws:kms';
+  kmsKeyId?: string;
 }
 
 export interface PostgresConfig {

@@ -180,6 +180,7 @@ export async function runChecks(policy: Policy, repo: Repository, options: RunCh
 
   // The repository before the server: the round trip needs it.
   const repoResult = await probeRepository(repo);
+  const lockResult = policy.repository.objectLock ? await objectLockCheck(repo, policy) : undefined;
   let settings: ServerSettings | undefined;
   try {
     await withClient(policy.postgres.url, async (client) => {
@@ -191,6 +192,7 @@ export async function runChecks(policy: Policy, repo: Repository, options: RunCh
       if (policy.postgres.dataDir) record(await dataDirCheck(client, policy.postgres.dataDir));
       if (policy.strategy === 'patroni') for (const result of await (await import('../patroni/check.js')).patroniChecks(policy, client)) record(result);
       record(repoResult);
+      if (lockResult) record(lockResult);
       const identityResult: CheckResult & {systemId?: string} = repoResult.status === 'ok' ? await identityCheck(client, repo, policy) : skip('identity', 'the repository is not usable');
       record(identityResult);
       if (!physical) return;
@@ -207,6 +209,7 @@ export async function runChecks(policy: Policy, repo: Repository, options: RunCh
     if (settings) throw error; // failed after connecting: a bug or a lost connection, not a finding
     record(fail('connection', (error as Error).message, (error as PgbkError).hint ?? 'check postgres.url in the policy'));
     record(repoResult);
+    if (lockResult) record(lockResult);
   }
   return results;
 }
@@ -226,6 +229,23 @@ async function dataDirCheck(client: import('pg').Client, dataDir: string): Promi
   if ((await real(dataDir)) === (await real(serverDir))) return ok('data_dir', `postgres.data_dir = ${dataDir} is the server's data_directory`);
   return fail('data_dir', `postgres.data_dir = ${dataDir}, but the server's data_directory is ${serverDir}`,
     `in the policy: postgres.data_dir: ${serverDir} (or remove the key)`);
+}
+
+/** repository.object_lock: the bucket must have Object Lock enabled (GetObjectLockConfiguration). */
+async function objectLockCheck(repo: Repository, policy: Policy): Promise<CheckResult> {
+  const lock = policy.repository.objectLock!;
+  const fix = 'Object Lock is enabled when a bucket is created (aws s3api create-bucket --object-lock-enabled-for-bucket; on AWS also later, '
+    + 'on a versioned bucket, with put-object-lock-configuration): point repository.url at such a bucket';
+  try {
+    const status = await repo.objectLock?.();
+    if (!status?.enabled) {
+      return fail('object lock', `the bucket of ${repo.description} does not have Object Lock enabled: repository.object_lock cannot make backups immutable there`, fix);
+    }
+    return ok('object lock', `the bucket has Object Lock enabled; every object is written with ${lock.mode} retention of ${lock.days} day(s)`
+      + `${status.defaultRetention ? ` (bucket default: ${status.defaultRetention})` : ''}`);
+  } catch (error) {
+    return fail('object lock', `cannot read the Object Lock configuration of ${repo.description}: ${(error as Error).message}`, fix);
+  }
 }
 
 /** Put, stat and remove a small object under check/. */

@@ -5,6 +5,13 @@ import type {Repository} from './repository.js';
 import type {RepositoryConfig} from '../policy/types.js';
 
 export async function openRepository(config: RepositoryConfig): Promise<Repository> {
+  const repo = await openDriver(config);
+  if (!config.encryption) return repo;
+  const {EncryptedRepository} = await import('./encrypted-repository.js');
+  return new EncryptedRepository(repo, config.encryption);
+}
+
+async function openDriver(config: RepositoryConfig): Promise<Repository> {
   const url = config.url;
   if (url.startsWith('file://')) {
     const path = decodeURIComponent(url.slice('file://'.length));
@@ -29,6 +36,7 @@ export async function openRepository(config: RepositoryConfig): Promise<Reposito
       forcePathStyle: config.forcePathStyle ?? Boolean(config.endpoint),
       accessKeyId: config.accessKeyId,
       secretAccessKey: config.secretAccessKey,
+      write: {storageClass: config.storageClass, sse: config.sse, kmsKeyId: config.kmsKeyId, objectLock: config.objectLock},
     });
   }
   throw new PolicyError(`repository.url: "${url}" is not a file:// or s3:// URL`);

@@ -1,6 +1,7 @@
 // The repository contract every storage driver fulfils (local filesystem, S3 and S3-compatible services).
 
 import type {Readable} from 'node:stream';
+import type {RepositoryIdentity} from '../identity/identity.js';
 
 export interface StoredObject {
   key: string;
@@ -60,6 +61,13 @@ export interface IncompleteUpload {
   startedAt: Date;
 }
 
+/** The bucket's Object Lock configuration (S3 only). */
+export interface ObjectLockStatus {
+  enabled: boolean;
+  /** The bucket's default retention, e.g. "GOVERNANCE 30 days", when it has one. */
+  defaultRetention?: string;
+}
+
 export interface ListOptions {
   /** Only keys that sort after this one (S3 StartAfter). */
   startAfter?: string;
@@ -111,6 +119,14 @@ export interface Repository {
    * on NFS). Undefined when the store gives no time.
    */
   serverTime(): Promise<Date | undefined>;
+  /**
+   * Client-side encryption only (EncryptedRepository): checks the policy's key against the identity's key check
+   * and the identity's MAC, and makes the key ready. readIdentity() calls it on every identity it reads; a wrong key
+   * is refused (RepositoryIdentityError, exit 2) before anything is written.
+   */
+  unlock?(identity: RepositoryIdentity): Promise<void>;
+  /** S3 only: the bucket's Object Lock configuration (GetObjectLockConfiguration), for `check`. */
+  objectLock?(): Promise<ObjectLockStatus>;
   /** Releases connections (S3 sockets) so the process can exit promptly. */
   close(): Promise<void>;
 }

@@ -8,6 +8,8 @@ import {
   CompleteMultipartUploadCommand,
   CreateMultipartUploadCommand,
   DeleteObjectsCommand,
+  GetObjectLockConfigurationCommand,
+  PutObjectRetentionCommand,
   ListMultipartUploadsCommand,
   HeadBucketCommand,
   GetObjectCommand,
@@ -22,7 +24,8 @@ import {Upload} from '@aws-sdk/lib-storage';
 import {ObjectNotFoundError, PreconditionFailedError, RepositoryError} from '../../errors.js';
 import {HashCounter} from '../../util/streams.js';
 import {CAPABILITIES_KEY} from '../layout.js';
-import type {ConditionalWriteSupport, IncompleteUpload, ListOptions, PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
+import type {ConditionalWriteSupport, IncompleteUpload, ListOptions, ObjectLockStatus, PutOptions, PutResult, Repository, StoredObject} from '../repository.js';
+import {retentionOf, writeParams, type S3WriteSettings} from './write-options.js';
 
 export interface S3Settings {
   bucket: string;
@@ -35,6 +38,8 @@ export interface S3Settings {
   secretAccessKey?: string;
   /** Attempts per request, with exponential backoff, on 429/503/5xx and dropped connections. */
   maxAttempts?: number;
+  /** Storage class, server-side encryption and Object Lock retention of every object written. */
+  write?: S3WriteSettings;
 }
 
 /** Objects at least this big (or of unknown size) go up as multipart uploads of this part size. */
@@ -117,7 +122,7 @@ export class S3Repository implements Repository {
       });
       const upload = new Upload({
         client: this.client,
-        params: {Bucket: this.settings.bucket, Key: this.keyOf(key), Body: source, ...condition},
+        params: {Bucket: this.settings.bucket, Key: this.keyOf(key), Body: source, ...condition, ...writeParams(this.settings.write ?? {}, new Date())},
         partSize: conditional ? CONDITIONAL_PART_SIZE : PART_SIZE,
         queueSize: UPLOAD_QUEUE,
         leavePartsOnError: false,
@@ -126,6 +131,7 @@ export class S3Repository implements Repository {
       // radosgw answers CompleteMultipartUpload with an empty ETag; HeadObject has the right one.
       const version = (result as {ETag?: string}).ETag || (await this.stat(key))?.version;
       if (!version) throw new RepositoryError(`${key} in ${this.description} has no ETag after upload`);
+      await this.retain(key, (result as {VersionId?: string}).VersionId);
       return {key, sizeBytes: counter.bytes, sha256: counter.digest(), modified: new Date(), version};
     } catch (error) {
       if (isPreconditionFailed(sourceError ?? error)) {
@@ -143,6 +149,7 @@ export class S3Repository implements Repository {
       try {
         const response = await this.client.send(new PutObjectCommand({
           Bucket: this.settings.bucket, Key: this.keyOf(key), Body: body, ContentLength: body.length, ...condition,
+          ...writeParams(this.settings.write ?? {}, new Date(), Buffer.from(md5, 'hex').toString('base64')),
         }));
         etag = response.ETag;
       } catch (error) {
@@ -165,6 +172,37 @@ export class S3Repository implements Repository {
       key, sizeBytes: body.length, sha256: createHash('sha256').update(body).digest('hex'), modified: new Date(),
       version: etag || `"${md5}"`,
     };
+  }
+
+  /**
+   * Object Lock after a streamed upload: a multipart upload's retention is set once it is complete (radosgw ignores
+   * it on CreateMultipartUpload; a small stream went up as one PutObject without Content-MD5, which cannot carry it).
+   */
+  private async retain(key: string, versionId: string | undefined): Promise<void> {
+    const lock = this.settings.write?.objectLock;
+    if (!lock) return;
+    try {
+      await this.client.send(new PutObjectRetentionCommand({
+        Bucket: this.settings.bucket, Key: this.keyOf(key), VersionId: versionId, Retention: retentionOf(lock, new Date()),
+      }));
+    } catch (error) {
+      throw this.wrap(error, `cannot set the Object Lock retention of ${key}`);
+    }
+  }
+
+  async objectLock(): Promise<ObjectLockStatus> {
+    try {
+      const answer = await this.client.send(new GetObjectLockConfigurationCommand({Bucket: this.settings.bucket}));
+      const rule = answer.ObjectLockConfiguration?.Rule?.DefaultRetention;
+      return {
+        enabled: answer.ObjectLockConfiguration?.ObjectLockEnabled === 'Enabled',
+        ...(rule ? {defaultRetention: `${rule.Mode ?? '?'} ${rule.Days !== undefined ? `${rule.Days} days` : `${rule.Years} years`}`} : {}),
+      };
+    } catch (error) {
+      const code = (error as {name?: string; Code?: string}).name ?? '';
+      if (/ObjectLockConfigurationNotFound/i.test(code)) return {enabled: false};
+      throw this.wrap(error, `cannot read the Object Lock configuration of bucket ${this.settings.bucket}`);
+    }
   }
 
   /** The safe path where the store ignores conditional headers: look first (a HEAD), then write. */

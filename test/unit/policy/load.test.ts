@@ -324,3 +324,31 @@ describe('policy files others can write', () => {
     expect(() => assertPolicyNotWritableByOthers(file, {uid: 4242})).not.toThrow();
   });
 });
+
+describe('parsePolicy: repository encryption, object lock, storage class, server-side encryption', () => {
+  const s3 = `strategy: pitr
+postgres:
+  url: postgresql://postgres@127.0.0.1:5432/orders
+repository:
+  url: s3://backups/orders
+`;
+  it('reads them', () => {
+    const policy = parsePolicy(`${s3}  encryption:\n    key: \${PGBK_REPOSITORY_KEY}\n    old_keys: [an older passphrase]\n  object_lock:\n    mode: compliance\n    days: 30\n  storage_class: STANDARD_IA\n  sse: aws:kms\n  kms_key_id: arn:aws:kms:eu-west-1:1:key/x\n`,
+      FILE, {PGBK_REPOSITORY_KEY: 'a long enough passphrase'});
+    expect(policy.repository).toMatchObject({
+      encryption: {key: 'a long enough passphrase', oldKeys: ['an older passphrase']},
+      objectLock: {mode: 'compliance', days: 30}, storageClass: 'STANDARD_IA', sse: 'aws:kms', kmsKeyId: 'arn:aws:kms:eu-west-1:1:key/x',
+    });
+  });
+  it('refuses object_lock (and the other S3-only keys) on a file:// repository, naming the line', () => {
+    expect(policyError(`${MINIMAL}  object_lock:\n    mode: governance\n    days: 7\n`).message).toMatch(/:6: repository.object_lock: only an s3:\/\/ repository has it/);
+    expect(policyError(`${MINIMAL}  storage_class: STANDARD\n`).message).toMatch(/repository.storage_class: only an s3/);
+  });
+  it('refuses a short passphrase without printing it, kms_key_id without aws:kms, a bad mode', () => {
+    const short = policyError(`${s3}  encryption:\n    key: tooshort\n`);
+    expect(short.message).toMatch(/repository.encryption.key: expected a passphrase of at least 12 characters/);
+    expect(short.message).not.toContain('tooshort');
+    expect(policyError(`${s3}  kms_key_id: k\n`).message).toMatch(/kms_key_id: needs sse: aws:kms/);
+    expect(policyError(`${s3}  object_lock:\n    mode: forever\n    days: 7\n`).message).toMatch(/repository.object_lock.mode/);
+  });
+});

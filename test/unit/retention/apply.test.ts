@@ -76,6 +76,26 @@ function fixture() {
 }
 
 describe('applyExpire', () => {
+  it('object lock: never removes a backup, leftover or WAL file still locked, and says until when', async () => {
+    const now = new Date('2026-01-05T00:00:00Z');
+    const {repo, catalog} = fixture();
+    const before = repo.objects.size;
+    const plan = planExpire(catalog, {backups: 2}, now);
+    // Every object was written 2026-01-01: locked 7 days, until 2026-01-08.
+    const locked = await applyExpire(plan, repo, {now, objectLockDays: 7});
+    expect(repo.objects.size).toBe(before);
+    expect(repo.removeCalls.flat()).toEqual([]);
+    expect(locked.backups).toEqual([]);
+    expect(locked.locked).toEqual([{id: '20260101T000000Z', kind: 'base', until: '2026-01-08T00:00:00.000Z'}]);
+    expect(locked.leftovers).toEqual([]);
+    expect(locked.wal).toMatchObject({removedFiles: 0, lockedFiles: 15, lockedUntil: '2026-01-08T00:00:00.000Z'});
+    // Locked 3 days: over on 2026-01-04, so this expire removes what retention lets go.
+    const over = await applyExpire(plan, repo, {now, objectLockDays: 3});
+    expect(over.locked).toEqual([]);
+    expect(over.backups.map((backup) => backup.id)).toEqual(['20260101T000000Z']);
+    expect(over.wal).toMatchObject({removedFiles: 15, lockedFiles: 0});
+  });
+
   it('dry run: reports what goes, removes nothing', async () => {
     const {repo, catalog} = fixture();
     const before = repo.objects.size;
