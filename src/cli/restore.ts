@@ -87,12 +87,14 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         const archiveMode = options.archiveMode ?? 'off';
         const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: standby ? 'latest' : String(choice.timeline), archiveMode, ...(standby ? {standby} : {})});
         let started;
+        let logical: string | null = null;
         if (options.start) {
           const {startRestored} = await import('../restore/start.js');
           started = await startRestored({dataDir: layout.dataDir, port, binDir: policy.postgres.binDir, timeoutMs: Number(options.timeout) * 1000});
+          logical = await keepLogicalReplicationOff(policy.postgres.url, port, io);
         }
         if (globals().json) {
-          printJson(io, {backup: plan.backup.id, target: targetToJson(target), timeline: standby ? null : {timeline: choice.timeline, reason: choice.reason}, archiveMode, dataDir: layout.dataDir, fetchedBytes: layout.fetchedBytes, fetchMs: layout.fetchMs, started: started ?? null,
+          printJson(io, {backup: plan.backup.id, target: targetToJson(target), timeline: standby ? null : {timeline: choice.timeline, reason: choice.reason}, archiveMode, dataDir: layout.dataDir, fetchedBytes: layout.fetchedBytes, fetchMs: layout.fetchMs, started: started ?? null, logicalReplication: logical,
             ...(standby ? {standby: {primaryConninfo: standby.primaryConninfoShown}} : {})});
           return;
         }
@@ -110,8 +112,10 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
           if (started.stoppedAt) io.stdout.write(`point reached: ${started.stoppedAt}\n`);
           if (started.lastTransactionAt) io.stdout.write(`last replayed transaction: ${started.lastTransactionAt}\n`);
           if (started.redoDoneAt) io.stdout.write(`redo done at ${started.redoDoneAt}\n`);
+          if (logical) io.stdout.write(`logical replication: ${logical}\n`);
         } else {
-          io.stdout.write(`start it with: pg_ctl -D ${layout.dataDir} -o "-p <port>" start   (it replays WAL to the target and promotes)\n`);
+          io.stdout.write(`start it with: pg_ctl -D ${layout.dataDir} -o "-p <port> -c max_logical_replication_workers=0" start   (it replays WAL to the target and promotes; ` +
+            'no subscription runs: see "Logical replication" in the README before enabling them)\n');
         }
       });
     });
@@ -162,4 +166,18 @@ async function restoreDumpCommand(options: RestoreOptions, target: ReturnType<ty
   const result = await restoreDump({policy, repo, backup: chosen, toDb: options.toDb!});
   if (globals().json) printJson(io, {backup: chosen.id, startTime: chosen.startTime, toDb: redactUrl(options.toDb!), bytes: result.bytes});
   else io.stdout.write(`restored dump ${chosen.id} (database as of ${chosen.startTime}) into ${redactUrl(options.toDb!)}\n`);
+}
+
+/** restore --start: the copy's subscriptions disabled and detached, its slots dropped; what was done, or a warning. */
+async function keepLogicalReplicationOff(policyUrl: string, port: number, io: Io): Promise<string | null> {
+  const {neutraliseRestored, describeNeutralised} = await import('../restore/logical.js');
+  try {
+    const result = await neutraliseRestored(policyUrl, port);
+    return result.subscriptions.length > 0 || result.droppedSlots.length > 0 ? describeNeutralised(result) : null;
+  } catch (error) {
+    io.stderr.write(`pgbk: warning: cannot disable the restored server's subscriptions (${(error as Error).message}); it runs with ` +
+      'max_logical_replication_workers = 0 until restarted: in each database run ALTER SUBSCRIPTION <name> DISABLE and ' +
+      'ALTER SUBSCRIPTION <name> SET (slot_name = NONE) before restarting it\n');
+    return null;
+  }
 }

@@ -225,6 +225,7 @@ async function restoreAndCheck(drill: Drill, plan: RestorePlan, dirs: ScratchDir
     report.phases.replayMs = Math.round(performance.now() - redoAt);
     report.rtoSeconds = round(writableMs / 1000);
     progress(`restored server accepts writes after ${report.rtoSeconds}s`);
+    await neutraliseInDrill(drill, client, (name) => new pg.Client({host: dirs.socketDir, port, user, database: name, application_name: 'pgbk-drill'}));
 
     const serverPoint = readServerPoint(log);
     const expected = await findExpectedPoint(repo, restoredSegments(log), report.target.kind === 'time' ? micros : undefined, policy.postgres.binDir);
@@ -235,6 +236,23 @@ async function restoreAndCheck(drill: Drill, plan: RestorePlan, dirs: ScratchDir
     for (const result of await runUserChecks(client, policy.drill.checks)) drill.check(result);
   } finally {
     await client.end().catch(() => undefined);
+  }
+}
+
+/** Subscriptions of the copy disabled and detached, its slots dropped (restore/logical.ts); a check when there were any. */
+async function neutraliseInDrill(drill: Drill, client: Client, open: (database: string) => Client): Promise<void> {
+  const {neutraliseLogicalReplication, describeNeutralised} = await import('../restore/logical.js');
+  try {
+    const result = await neutraliseLogicalReplication(client, async (database) => {
+      const db = open(database);
+      await db.connect();
+      return db;
+    });
+    if (result.subscriptions.length > 0 || result.droppedSlots.length > 0) {
+      drill.check({name: 'logical replication kept off', ok: true, detail: describeNeutralised(result)});
+    }
+  } catch (error) {
+    drill.check({name: 'logical replication kept off', ok: false, detail: `cannot disable the copy's subscriptions or drop its slots: ${(error as Error).message}`});
   }
 }
 

@@ -8,6 +8,7 @@ import {execa} from 'execa';
 import {RestoreError} from '../errors.js';
 import {pgBinary} from '../pg/bin.js';
 import {asOwnerOf} from '../pg/owner.js';
+import {SCRATCH_LOGICAL_SETTINGS} from './logical.js';
 
 export interface StartResult {
   port: number;
@@ -30,8 +31,10 @@ export interface StartOptions {
 export async function startRestored(options: StartOptions): Promise<StartResult> {
   const logFile = join(options.dataDir, 'pgbk-start.log');
   const started = Date.now();
+  // Only on this command line, not in postgresql.conf: no apply worker until pgbk has disabled the subscriptions.
+  const logicalOptions = Object.entries(SCRATCH_LOGICAL_SETTINGS).map(([name, value]) => ` -c ${name}=${value}`).join('');
   const [file, args] = asOwnerOf(options.dataDir, pgBinary(options.binDir, 'pg_ctl'), [
-    '-D', options.dataDir, '-l', logFile, '-o', `-p ${options.port} -c listen_addresses=127.0.0.1`, 'start',
+    '-D', options.dataDir, '-l', logFile, '-o', `-p ${options.port} -c listen_addresses=127.0.0.1${logicalOptions}`, 'start',
   ]);
   try {
     await execa(file, args, {env: {LC_ALL: 'C'}, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', timeout: 60_000});

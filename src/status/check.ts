@@ -21,7 +21,8 @@ export class CheckFailedError extends PgbkError {
   readonly code = 'check.failed';
 }
 
-export type CheckStatus = 'ok' | 'fail' | 'skip';
+/** warn: worth fixing, not a failure (exit 0). */
+export type CheckStatus = 'ok' | 'fail' | 'skip' | 'warn';
 
 export interface CheckResult {
   name: string;
@@ -175,6 +176,7 @@ export async function runChecks(policy: Policy, repo: Repository, options: RunCh
       record(repoResult);
       const identityResult: CheckResult & {systemId?: string} = repoResult.status === 'ok' ? await identityCheck(client, repo, policy) : skip('identity', 'the repository is not usable');
       record(identityResult);
+      for (const result of await slotChecks(client)) record(result);
       if (!physical) return;
       const archiving = settingResults.filter((result) => ['wal_level', 'archive_mode', 'archive_command'].includes(result.name));
       if (settings.inRecovery) {
@@ -191,6 +193,23 @@ export async function runChecks(policy: Policy, repo: Repository, options: RunCh
     record(repoResult);
   }
   return results;
+}
+
+/** Replication slots (when the server has any): an inactive one keeps WAL on the server until the disk fills. */
+async function slotChecks(client: import('pg').Client): Promise<CheckResult[]> {
+  const {slotStatus} = await import('../restore/logical.js');
+  const {formatBytes} = await import('../util/progress.js');
+  const slots = await slotStatus(client).catch(() => []);
+  if (slots.length === 0) return [];
+  const idle = slots.filter((slot) => !slot.active && slot.retainedBytes !== null && slot.retainedBytes > 0);
+  if (idle.length === 0) {
+    return [ok('replication slots', slots.map((slot) => `${slot.name} (${slot.type}) active, retains ${formatBytes(slot.retainedBytes ?? 0)}`).join('; '))];
+  }
+  return [{name: 'replication slots', status: 'warn',
+    detail: idle.map((slot) => `${slot.name} (${slot.type}) is inactive and retains ${formatBytes(slot.retainedBytes!)} of WAL` +
+      `${slot.walStatus && slot.walStatus !== 'reserved' ? ` (wal_status ${slot.walStatus})` : ''}`).join('; '),
+    fix: `start its consumer (the subscriber, the standby, pgbk wal-receive), or drop it if it is abandoned: ${idle.map((slot) => `SELECT pg_drop_replication_slot(${sqlString(slot.name)});`).join(' ')}` +
+      ' (max_slot_wal_keep_size bounds what a slot may keep)'}];
 }
 
 /** Put, stat and remove a small object under check/. */

@@ -31,6 +31,8 @@ import {parseLsn} from '../wal/lsn.js';
 import {probeStandby, type StandbyProbe} from '../replica/probe.js';
 import {redactUrl} from '../pg/conninfo.js';
 import {parseWalFileName, segmentStartLsn} from '../wal/name.js';
+import {formatBytes} from '../util/progress.js';
+import {slotStatus, subscriptionStatus, type SlotStatus, type SubscriptionStatus} from '../restore/logical.js';
 
 /** `pgbk status` found an objective missed or something broken: exit 1, so that cron and monitoring alert. */
 export class ObjectivesMissedError extends PgbkError {
@@ -273,6 +275,8 @@ export interface PolicyStatus {
   lastDrill: (DrillReport & {key: string}) | null;
   /** patroni: the cluster from GET /cluster (members, roles, timeline, lag) and the backup source. */
   patroni?: PatroniStatus;
+  /** Subscriptions (state, lag) and replication slots (retained WAL) of the server; null when not readable. */
+  logical: {subscriptions: SubscriptionStatus[]; slots: SlotStatus[]} | null;
 }
 
 export interface GatherOptions {
@@ -374,6 +378,7 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
     evaluation.warnings.push(...found.warnings);
     evaluation.ok = evaluation.problems.length === 0;
   }
+  if (probe.logical) evaluation.warnings.push(...logicalWarnings(probe.logical));
   const archiver = server?.archiver;
   const gapJson = (gap: GapFacts | undefined) => (gap ? {...gap, message: gapMessage(gap)} : null);
   return {
@@ -410,8 +415,25 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
     jobs: {backup: facts.jobs.backup ?? null, expire: facts.jobs.expire ?? null, drill: facts.jobs.drill ?? null},
     lastDrill: lastDrill ?? null,
     ...(patroni ? {patroni} : {}),
+    logical: probe.logical ?? null,
   };
 }
+
+/** An enabled subscription with no apply worker; an inactive slot holding WAL back. */
+export function logicalWarnings(logical: {subscriptions: SubscriptionStatus[]; slots: SlotStatus[]}): string[] {
+  const warnings: string[] = [];
+  for (const sub of logical.subscriptions) {
+    if (sub.enabled && !sub.running) warnings.push(`subscription ${sub.name} (database ${sub.database}) is enabled but no apply worker runs (pg_stat_subscription): see the server log`);
+  }
+  for (const slot of logical.slots) {
+    if (!slot.active && slot.retainedBytes !== null && slot.retainedBytes > 0) {
+      warnings.push(`replication slot ${slot.name} (${slot.type}) is inactive and retains ${formatBytes(slot.retainedBytes)} of WAL on the server` +
+        `${slot.walStatus && slot.walStatus !== 'reserved' ? ` (wal_status ${slot.walStatus})` : ''}`);
+    }
+  }
+  return warnings;
+}
+
 
 /** XLogLongPageHeaderData: the header at the start of every segment. */
 const LONG_PAGE_HEADER_BYTES = 40n;
@@ -421,6 +443,7 @@ const roundOrNull = (value: number | null): number | null => (value === null ? n
 
 interface ServerProbe {
   facts: ServerFacts;
+  logical?: {subscriptions: SubscriptionStatus[]; slots: SlotStatus[]};
   position?: {currentWalFile: string | null; currentLsn: string | null; walSegmentSize: number};
 }
 
@@ -436,7 +459,9 @@ async function probeServer(policy: Policy, physical: boolean): Promise<ServerPro
         // pg_basebackup's own walsenders are not standbys
         : {role: 'primary', standbys: (await replicationStats(client)).filter((row) => !row.applicationName.startsWith('pg_basebackup'))};
       const walSegmentSize = parseSizeSetting(position.walSegmentSize);
-      return {facts, position: {currentWalFile: position.currentWalFile, currentLsn: position.currentLsn, walSegmentSize}};
+      const logical = await Promise.all([subscriptionStatus(client), slotStatus(client)])
+        .then(([subscriptions, slots]) => ({subscriptions, slots}), () => undefined);
+      return {facts, logical, position: {currentWalFile: position.currentWalFile, currentLsn: position.currentLsn, walSegmentSize}};
     });
   } catch (error) {
     return {facts: {reachable: false, error: (error as Error).message}};
