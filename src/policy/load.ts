@@ -2,12 +2,13 @@
 
 import {assertWritable, defaultCompression, LEVELS, type Compression} from '../util/codec.js';
 import {readFile, stat} from 'node:fs/promises';
-import {basename} from 'node:path';
+import {basename, join} from 'node:path';
+import {homedir} from 'node:os';
 import {isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode} from 'yaml';
 import {PolicyError} from '../errors.js';
 import {parseDuration} from './duration.js';
 import {policySchema, STRATEGY_OBJECTIVES, type PolicyDocument} from './schema.js';
-import type {Policy} from './types.js';
+import type {Policy, WalStreamingConfig} from './types.js';
 import {resolvePolicyPath, type PolicyLookup} from './locate.js';
 
 export {policiesDirectory, resolvePolicyPath, type PolicyLookup} from './locate.js';
@@ -98,6 +99,7 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
       primaryConninfo: value.replica.primary_conninfo,
       maxLagSeconds: value.replica.max_lag === undefined ? undefined : parseDuration(value.replica.max_lag)!,
     }} : {}),
+    ...(value.wal_streaming ? {walStreaming: walStreamingOf(value, file, name)} : {}),
     drill: {
       checks: (value.drill?.checks ?? []).map((check, index) => ({
         name: check.name ?? `check ${index + 1}`,
@@ -173,4 +175,17 @@ function compressionOf(value: PolicyDocument, file: string): Compression {
     throw new PolicyError(`${file}: compression.level: ${level} is out of range for ${codec} (${range.min}..${range.max})`);
   }
   return {codec, level};
+}
+
+/** wal_streaming: only for the strategies that archive WAL. */
+function walStreamingOf(value: PolicyDocument, file: string, name: string): WalStreamingConfig {
+  const section = value.wal_streaming!;
+  const enabled = section.enabled ?? true;
+  if (enabled && value.strategy === 'dump') {
+    throw new PolicyError(`${file}: wal_streaming: the dump strategy archives no WAL; remove the section or set enabled: false`);
+  }
+  return {
+    enabled, slot: section.slot, flushIntervalSeconds: parseDuration(section.flush_interval ?? '1s')!,
+    spoolDir: section.spool_dir ?? join(homedir(), '.pgbk', 'wal-receive', name),
+  };
 }
