@@ -137,6 +137,12 @@ export function renderStatus(statuses: PolicyStatus[], invalid: Array<{policy: s
     } else if (replication?.role === 'standby') {
       add('replication', `replays ${replication.replayDelaySeconds === null ? '(nothing replayed yet)' : `${formatDuration(replication.replayDelaySeconds)} behind`}`);
     }
+    if (status.streaming) {
+      const st = status.streaming;
+      add('streaming', `slot ${st.slot} ${st.slotActive === null ? 'missing' : st.slotActive ? 'active' : 'INACTIVE'}; ` +
+        (st.endLsn ? `streamed to ${st.endLsn} (${st.segment}) at ${time(st.uploadedAt)}, ${st.lagBytes === null ? '-' : formatBytes(st.lagBytes)} / ` +
+          `${st.lagSeconds === null ? '-' : formatDuration(st.lagSeconds)} behind` : 'nothing streamed since the last archived segment'));
+    }
     for (const sub of status.logical?.subscriptions ?? []) {
       add('subscription', `${sub.name} (database ${sub.database}) ${sub.enabled ? (sub.running ? 'running' : 'enabled, NOT RUNNING') : 'disabled'}` +
         `${sub.slot ? `, slot ${sub.slot}` : ', no slot'}${sub.latestEndLsn ? `, applied to ${sub.latestEndLsn}` : ''}` +

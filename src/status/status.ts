@@ -27,7 +27,8 @@ import {evaluatePatroni, gatherPatroniStatus, type PatroniStatus} from '../patro
 import {DRILL_PREFIX, jobResultKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
 import {findArchived, listArchived, type ArchivedWalFile} from '../wal/archive.js';
-import {parseLsn} from '../wal/lsn.js';
+import {formatLsn, parseLsn} from '../wal/lsn.js';
+import {newestStreamed} from '../wal/receive-store.js';
 import {probeStandby, type StandbyProbe} from '../replica/probe.js';
 import {redactUrl} from '../pg/conninfo.js';
 import {parseWalFileName, segmentStartLsn} from '../wal/name.js';
@@ -277,6 +278,20 @@ export interface PolicyStatus {
   patroni?: PatroniStatus;
   /** Subscriptions (state, lag) and replication slots (retained WAL) of the server; null when not readable. */
   logical: {subscriptions: SubscriptionStatus[]; slots: SlotStatus[]} | null;
+  /** wal_streaming: the newest streamed object in the repository and how far behind the server it is. */
+  streaming: StreamingStatus | null;
+}
+
+export interface StreamingStatus {
+  slot: string;
+  slotActive: boolean | null;
+  segment: string | null;
+  endLsn: string | null;
+  uploadedAt: string | null;
+  /** The server's current WAL position minus the streamed position (null: unknown). */
+  lagBytes: number | null;
+  /** 0 when nothing is behind; else the age of the newest streamed object. */
+  lagSeconds: number | null;
 }
 
 export interface GatherOptions {
@@ -371,6 +386,13 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
 
   const now = options.now();
   const evaluation = evaluateStatus(facts, now);
+  const streaming = policy.walStreaming?.enabled && facts.repository.reachable
+    ? await streamingStatus(policy.walStreaming.slot, repo, probe, facts.lastArchived?.walFile, now).catch((error: Error) => {
+      warnings.push(`cannot read the streamed WAL: ${error.message}`);
+      return null;
+    })
+    : null;
+  if (streaming && streaming.slotActive !== true) evaluation.warnings.push(`wal_streaming: the slot ${streaming.slot} is ${streaming.slotActive === false ? 'inactive' : 'missing'}: is pgbk wal-receive running?`);
   const patroni = policy.strategy === 'patroni' ? await gatherPatroniStatus(policy) : undefined;
   if (patroni) {
     const found = evaluatePatroni(patroni);
@@ -416,6 +438,23 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
     lastDrill: lastDrill ?? null,
     ...(patroni ? {patroni} : {}),
     logical: probe.logical ?? null,
+    streaming,
+  };
+}
+
+async function streamingStatus(slot: string, repo: Repository, probe: ServerProbe, lastArchived: string | undefined, now: Date): Promise<StreamingStatus> {
+  const slotRow = probe.logical?.slots.find((row) => row.name === slot);
+  const current = probe.position?.currentWalFile ?? lastArchived;
+  const timeline = current?.slice(0, 8);
+  const newest = timeline ? await newestStreamed(repo, timeline, lastArchived?.startsWith(timeline) ? lastArchived.slice(0, 16) : undefined) : undefined;
+  const segmentSize = probe.position?.walSegmentSize ?? 16 * 1024 * 1024;
+  const end = newest ? segmentStartLsn(newest.segment, segmentSize) + BigInt(newest.endOffset) : undefined;
+  const insert = parseLsn(probe.position?.currentLsn ?? '');
+  const lagBytes = end !== undefined && insert !== undefined ? Math.max(0, Number(insert - end)) : null;
+  const age = newest?.modified ? Math.max(0, (now.getTime() - newest.modified.getTime()) / 1000) : null;
+  return {
+    slot, slotActive: slotRow ? slotRow.active : null, segment: newest?.segment ?? null, endLsn: end !== undefined ? formatLsn(end) : null,
+    uploadedAt: newest?.modified?.toISOString() ?? null, lagBytes, lagSeconds: lagBytes === 0 ? 0 : age === null ? null : round(age),
   };
 }
 

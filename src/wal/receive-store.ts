@@ -78,11 +78,12 @@ export async function openStreamed(repo: Repository, streamed: Pick<StreamedWal,
   return decompress ? [body, decompress, verifier] : [body, verifier];
 }
 
-/** Offset just past the last non-zero byte: how much of a zero-padded segment file holds WAL. */
+/** Offset just past the last non-zero byte, rounded up to 8: how much of a zero-padded segment file holds WAL. */
 export function receivedBytes(data: Buffer): number {
   let end = data.length;
   // Whole 8-byte words first (fast on a mostly empty segment), then bytes.
   while (end >= 8 && data.readBigUInt64LE(end - 8) === 0n) end -= 8;
   while (end > 0 && data[end - 1] === 0) end--;
-  return end;
+  // WAL records are MAXALIGNed (8 bytes): a record ending in zero bytes still ends on the next multiple of 8.
+  return Math.min(data.length, Math.ceil(end / 8) * 8);
 }

@@ -1,0 +1,116 @@
+// WAL streaming into the S3 repository (pgbk wal-receive): a primary that never switches segments on its own
+// (archive_timeout off), a heartbeat row written 2 s before kill -9 of the postmaster, and a restore of the latest
+// point from the repository alone: the heartbeat is there (RPO under 5 s). Without the streamed objects the same
+// restore stops at the last archived segment and the heartbeat is lost.
+
+import {readFileSync} from 'node:fs';
+import {join} from 'node:path';
+import {execa, type ResultPromise} from 'execa';
+import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
+import {restoreAndStart, setupArchiving, type ArchivingSetup, type RestoredServer} from '../helpers/pitr.js';
+import {isRoot, makeTempDir, waitFor} from '../helpers/cluster.js';
+import {baseEnv, pgbkBin} from '../helpers/cli.js';
+import {loadPolicy} from '../../src/policy/load.js';
+import {openRepository} from '../../src/storage/open.js';
+import {findArchived} from '../../src/wal/archive.js';
+import {findStreamed} from '../../src/wal/receive-store.js';
+
+const s3 = inject('s3');
+
+describe('WAL streaming into the repository', () => {
+  let setup: ArchivingSetup;
+  let spool: string;
+  let receiver: ResultPromise | undefined;
+  let receiverOutput = '';
+  const restored: RestoredServer[] = [];
+
+  /** pgbk wal-receive as postgres, in the background. */
+  function startReceiver(): void {
+    const env = Object.entries(baseEnv()).map(([name, value]) => `${name}=${value}`);
+    const argv = ['env', '-i', ...env, process.execPath, pgbkBin, 'wal-receive', '--policy', setup.policyFile];
+    receiver = isRoot ? execa('runuser', ['-u', 'postgres', '--', ...argv], {reject: false, all: true}) : execa(argv[0]!, argv.slice(1), {reject: false, all: true});
+    receiver.all?.on('data', (chunk: Buffer) => { receiverOutput += chunk.toString(); });
+  }
+
+  /** SIGTERM to the receiver's node process (its pid lock), then wait for it to end. */
+  async function stopReceiver(): Promise<void> {
+    if (!receiver) return;
+    const pid = Number(readFileSync(join(spool, 'pgbk-wal-receive.pid'), 'utf8').trim());
+    process.kill(pid, 'SIGTERM');
+    await receiver;
+    receiver = undefined;
+  }
+
+  beforeAll(async () => {
+    spool = makeTempDir('pgbk-spool-');
+    setup = await setupArchiving('s3', s3, {
+      conf: {archive_timeout: 0},
+      policy: {wal_streaming: {enabled: true, slot: 'pgbk_stream', flush_interval: '1s', spool_dir: spool}},
+    });
+    const backup = await setup.pgbk(['backup']);
+    expect(backup.exitCode, backup.stderr).toBe(0);
+  }, 240_000);
+
+  afterAll(async () => {
+    if (receiver) await stopReceiver().catch(() => undefined);
+    for (const server of restored) await server.stop().catch(() => undefined);
+    await setup?.destroy();
+  });
+
+  it('a heartbeat written 2 s before kill -9 of the primary is restored from the streamed WAL, and lost without it', async () => {
+    startReceiver();
+    await waitFor(async () => (await setup.cluster.query<{active: boolean}>(`select active from pg_replication_slots where slot_name = 'pgbk_stream'`))[0]?.active,
+      {timeoutMs: 60_000, intervalMs: 200, what: `the receiver on its slot\n${receiverOutput}`});
+
+    const beat = `beat-${Date.now()}`;
+    await setup.cluster.psql(`create table heartbeat (beat text, at timestamptz default clock_timestamp()); insert into heartbeat (beat) values ('${beat}')`);
+    const [{segment}] = await setup.cluster.query<{segment: string}>('select pg_walfile_name(pg_current_wal_lsn()) as segment');
+
+    // status: the streamed position and its lag.
+    await waitFor(async () => {
+      const status = JSON.parse((await setup.pgbk(['status', '--json', '--no-commit-times'])).stdout).policies[0];
+      return status.streaming?.segment === segment && status.streaming.slotActive && status.streaming.lagBytes <= 64 ? status : undefined;
+    }, {timeoutMs: 30_000, intervalMs: 500, what: 'status to show the streamed position'});
+
+    await new Promise((resolve) => setTimeout(resolve, 2000));
+    const postmaster = Number(readFileSync(join(setup.cluster.dataDir, 'postmaster.pid'), 'utf8').split('\n')[0]);
+    process.kill(postmaster, 'SIGKILL');
+    await waitFor(() => !setup.cluster.isRunning(), {timeoutMs: 30_000, what: 'the postmaster to die'});
+    await stopReceiver();
+    expect(receiverOutput).toContain('"event":"uploaded"');
+
+    const policy = await loadPolicy({policy: setup.policyFile, env: process.env, cwd: process.cwd()});
+    const repo = await openRepository(policy.repository);
+    try {
+      // The segment holding the heartbeat was never archived: only the receiver has it.
+      expect(await findArchived(repo, segment)).toEqual([]);
+      const streamed = await findStreamed(repo, segment);
+      expect(streamed).toHaveLength(1);
+
+      const server = await restoreAndStart(setup, ['--latest']);
+      restored.push(server);
+      const rows = await queryAt(server.url, 'select beat from heartbeat');
+      expect(rows).toEqual([{beat}]);
+      await server.stop();
+
+      // Without the streamed object the repository ends at the last archived segment: the heartbeat is lost.
+      await repo.remove(streamed.map((object) => object.key));
+      const without = await restoreAndStart(setup, ['--latest']);
+      restored.push(without);
+      expect(await queryAt(without.url, `select to_regclass('heartbeat') as t`)).toEqual([{t: null}]);
+    } finally {
+      await repo.close();
+    }
+  }, 300_000);
+});
+
+async function queryAt(url: string, sql: string): Promise<Array<Record<string, unknown>>> {
+  const pg = (await import('pg')).default;
+  const client = new pg.Client({connectionString: url});
+  await client.connect();
+  try {
+    return (await client.query(sql)).rows;
+  } finally {
+    await client.end();
+  }
+}
