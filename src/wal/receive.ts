@@ -87,6 +87,8 @@ export class StreamUploader {
   private lastPartial?: {name: string; mtimeMs: number; size: number};
   /** Complete segments already uploaded as streamed objects (waiting for archive_command). */
   private readonly uploadedComplete = new Set<string>();
+  /** Uploads of the growing segment are logged once a minute (one a second otherwise). */
+  private loggedAt = 0;
 
   constructor(private readonly options: Pick<ReceiveOptions, 'policy' | 'repo' | 'identity' | 'log'>) {}
 
@@ -147,7 +149,10 @@ export class StreamUploader {
     if (!before.some((object) => object.key === key)) await repo.put(key, await compressBuffer(data, policy.compression));
     const older = before.filter((object) => object.key !== key);
     if (older.length > 0) await repo.remove(older.map((object) => object.key));
-    this.options.log({event: 'uploaded', policy: policy.name, segment, bytes: end, key});
+    if (end === data.length || Date.now() - this.loggedAt >= 60_000) {
+      this.loggedAt = Date.now();
+      this.options.log({event: 'uploaded', policy: policy.name, segment, bytes: end, complete: end === data.length, key});
+    }
   }
 }
 
