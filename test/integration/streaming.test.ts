@@ -3,13 +3,14 @@
 // point from the repository alone: the heartbeat is there (RPO under 5 s). Without the streamed objects the same
 // restore stops at the last archived segment and the heartbeat is lost.
 
-import {readFileSync} from 'node:fs';
+import {existsSync, readFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {execa, type ResultPromise} from 'execa';
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
 import {restoreAndStart, setupArchiving, type ArchivingSetup, type RestoredServer} from '../helpers/pitr.js';
 import {isRoot, makeTempDir, waitFor} from '../helpers/cluster.js';
 import {baseEnv, pgbkBin} from '../helpers/cli.js';
+import {SchedulerProcess} from '../helpers/scheduler.js';
 import {loadPolicy} from '../../src/policy/load.js';
 import {openRepository} from '../../src/storage/open.js';
 import {findArchived} from '../../src/wal/archive.js';
@@ -57,9 +58,47 @@ describe('WAL streaming into the repository', () => {
     await setup?.destroy();
   });
 
+  const slotActive = async () => (await setup.cluster.query<{active: boolean}>(`select active from pg_replication_slots where slot_name = 'pgbk_stream'`))[0]?.active === true;
+  const lockPid = () => Number(readFileSync(join(spool, 'pgbk-wal-receive.pid'), 'utf8').trim());
+  const alive = (pid: number) => {
+    try {
+      process.kill(pid, 0);
+      return true;
+    } catch {
+      return false;
+    }
+  };
+
+  it('pgbk schedule runs the receiver, restarts it after kill -9, and stops it at shutdown', async () => {
+    const scheduler = new SchedulerProcess(['--policies', setup.dir]);
+    try {
+      await waitFor(slotActive, {timeoutMs: 60_000, intervalMs: 200, what: `the scheduler's receiver on its slot\n${scheduler.describe()}`});
+      const first = lockPid();
+      process.kill(first, 'SIGKILL');
+      await waitFor(() => existsSync(join(spool, 'pgbk-wal-receive.pid')) && lockPid() !== first && alive(lockPid()),
+        {timeoutMs: 60_000, intervalMs: 200, what: `a new receiver\n${scheduler.describe()}`});
+      expect(scheduler.lines.some((line) => line.event === 'warning' && String(line.message).includes('pgbk wal-receive exited'))).toBe(true);
+      // The new receiver streams: a row written now reaches the repository.
+      await setup.cluster.psql('create table after_restart (id int); insert into after_restart values (1)');
+      const [{segment}] = await setup.cluster.query<{segment: string}>('select pg_walfile_name(pg_current_wal_lsn()) as segment');
+      await waitFor(async () => {
+        const status = JSON.parse((await setup.pgbk(['status', '--json', '--no-commit-times'])).stdout).policies[0];
+        return status.streaming?.segment === segment && status.streaming.slotActive && status.streaming.lagBytes <= 64;
+      }, {timeoutMs: 60_000, intervalMs: 500, what: `streaming after the restart\n${scheduler.describe()}`});
+      const second = lockPid();
+      scheduler.signal('SIGTERM');
+      expect(await scheduler.waitExit(60_000)).toBe(0);
+      expect(alive(second)).toBe(false);
+      expect(existsSync(join(spool, 'pgbk-wal-receive.pid'))).toBe(false);
+      await waitFor(async () => !(await slotActive()), {timeoutMs: 30_000, what: 'the slot released'});
+    } finally {
+      scheduler.kill();
+    }
+  }, 240_000);
+
   it('a heartbeat written 2 s before kill -9 of the primary is restored from the streamed WAL, and lost without it', async () => {
     startReceiver();
-    await waitFor(async () => (await setup.cluster.query<{active: boolean}>(`select active from pg_replication_slots where slot_name = 'pgbk_stream'`))[0]?.active,
+    await waitFor(slotActive,
       {timeoutMs: 60_000, intervalMs: 200, what: `the receiver on its slot\n${receiverOutput}`});
 
     const beat = `beat-${Date.now()}`;
