@@ -164,8 +164,14 @@ async function restoreDumpCommand(options: RestoreOptions, target: ReturnType<ty
   }
   const {restoreDump} = await import('../backup/dump.js');
   const result = await restoreDump({policy, repo, backup: chosen, toDb: options.toDb!});
-  if (globals().json) printJson(io, {backup: chosen.id, startTime: chosen.startTime, toDb: redactUrl(options.toDb!), bytes: result.bytes});
-  else io.stdout.write(`restored dump ${chosen.id} (database as of ${chosen.startTime}) into ${redactUrl(options.toDb!)}\n`);
+  // pg_restore creates a subscriber's subscriptions disabled but naming the publisher's slot: detach them.
+  const [{withClient}, {detachDatabaseSubscriptions}] = await Promise.all([import('../pg/client.js'), import('../restore/logical.js')]);
+  const detached = await withClient(options.toDb!, (client) => detachDatabaseSubscriptions(client, {drop: false}));
+  if (globals().json) printJson(io, {backup: chosen.id, startTime: chosen.startTime, toDb: redactUrl(options.toDb!), bytes: result.bytes, detachedSubscriptions: detached});
+  else {
+    io.stdout.write(`restored dump ${chosen.id} (database as of ${chosen.startTime}) into ${redactUrl(options.toDb!)}\n`);
+    if (detached.length > 0) io.stdout.write(`logical replication: subscriptions ${detached.join(', ')} disabled and detached from the publisher's slot (see "Logical replication" in the README)\n`);
+  }
 }
 
 /** restore --start: the copy's subscriptions disabled and detached, its slots dropped; what was done, or a warning. */

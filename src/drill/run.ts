@@ -375,8 +375,11 @@ async function drillDump(drill: Drill): Promise<void> {
   const {withClient} = await import('../pg/client.js');
   await withClient(policy.postgres.url, (client) => client.query(`create database ${database}`));
   progress(`drill ${drill.id}: restoring dump ${chosen.id} into the scratch database ${database} on ${redactUrl(policy.postgres.url)}`);
+  const {detachDatabaseSubscriptions} = await import('../restore/logical.js');
   const drop = async () => {
     if (drill.options.keep) return;
+    // A restored subscriber's subscriptions: DROP DATABASE refuses them, and they name the publisher's slot.
+    await withClient(withDatabase(policy.postgres.url, database), (client) => detachDatabaseSubscriptions(client, {drop: true})).catch(() => undefined);
     await withClient(policy.postgres.url, (client) => client.query(`drop database if exists ${database} with (force)`)).catch(async () =>
       withClient(policy.postgres.url, (client) => client.query(`drop database if exists ${database}`)));
   };
@@ -387,6 +390,11 @@ async function drillDump(drill: Drill): Promise<void> {
     const {restoreDump} = await import('../backup/dump.js');
     await restoreDump({policy, repo, backup: chosen, toDb: scratchUrl});
     report.phases.fetchMs = Math.round(performance.now() - fetchStart);
+    const detached = await withClient(scratchUrl, (client) => detachDatabaseSubscriptions(client, {drop: false}));
+    if (detached.length > 0) {
+      drill.check({name: 'logical replication kept off', ok: true,
+        detail: detached.map((name) => `subscription ${name} (database ${database}) disabled and detached from the publisher's slot`).join('; ')});
+    }
     await withClient(scratchUrl, async (client) => {
       await client.query('select txid_current()');
       report.rtoSeconds = round(drill.elapsedMs() / 1000);

@@ -162,3 +162,23 @@ export async function neutraliseRestored(policyUrl: string, port: number): Promi
     await client.end().catch(() => undefined);
   }
 }
+
+// ---------------------------------------------------------------------------------------------------------------
+// dumps
+
+/**
+ * The subscriptions of the database `client` is connected to — and only those: a dump restored next to production
+ * on the same server must not touch the server's other subscriptions — disabled and detached from their slot
+ * (pg_restore creates them with connect = false, still naming the publisher's slot); `drop` also drops them
+ * (DROP DATABASE refuses a database with subscriptions).
+ */
+export async function detachDatabaseSubscriptions(client: Client, options: {drop: boolean}): Promise<string[]> {
+  const {rows} = await client.query<{name: string}>(
+    'select subname as name from pg_subscription where subdbid = (select oid from pg_database where datname = current_database()) order by subname');
+  for (const {name} of rows) {
+    await client.query(`alter subscription ${ident(name)} disable`);
+    await client.query(`alter subscription ${ident(name)} set (slot_name = none)`);
+    if (options.drop) await client.query(`drop subscription ${ident(name)}`);
+  }
+  return rows.map((row) => row.name);
+}

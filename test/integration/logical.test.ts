@@ -5,9 +5,11 @@
 // subscriber's subscription is disabled and detached, and its rows are the subscriber's.
 
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
-import {restoreAndStart, setupArchiving, snapshot, switchAndWaitArchived, type ArchivingSetup, type RestoredServer} from '../helpers/pitr.js';
+import {mkdirSync} from 'node:fs';
+import {restoreAndStart, setupArchiving, snapshot, switchAndWaitArchived, writePolicy, type ArchivingSetup, type RestoredServer} from '../helpers/pitr.js';
+import {runPgbk} from '../helpers/cli.js';
 import {join} from 'node:path';
-import {pgBinDir, runAsPostgres, waitFor} from '../helpers/cluster.js';
+import {chownToPostgres, pgBinDir, runAsPostgres, waitFor} from '../helpers/cluster.js';
 
 const s3 = inject('s3');
 
@@ -108,6 +110,33 @@ describe('logical replication: restores and drills of a publisher and a subscrib
     await waitFor(async () => (await slotOf())?.active === true, {timeoutMs: 30_000, intervalMs: 200, what: 'the slot in use again'});
     expect(await snapshotOf(sub, '')).toEqual(await snapshotOf(pub, ''));
   }, 480_000);
+
+  it('a dump of the subscriber: the drill and a restore detach the restored subscription, production keeps its own', async () => {
+    const repoDir = join(sub.dir, 'dump-repo');
+    mkdirSync(repoDir);
+    chownToPostgres(repoDir);
+    const policyFile = writePolicy(sub.dir, 'subdump', {strategy: 'dump', postgres: {url: sub.cluster.url, bin_dir: pgBinDir()}, repository: {url: `file://${repoDir}`}});
+    const dump = (args: string[]) => runPgbk([...args, '--policy', policyFile], {timeoutMs: 150_000});
+    expect((await dump(['backup'])).exitCode).toBe(0);
+
+    const drill = await dump(['drill', '--latest', '--json']);
+    expect(drill.exitCode, drill.stderr).toBe(0);
+    expect(JSON.parse(drill.stdout).checks).toContainEqual(expect.objectContaining({name: 'logical replication kept off', ok: true,
+      detail: expect.stringMatching(/^subscription sub \(database pgbk_drill_\w+\) disabled and detached from the publisher's slot$/)}));
+    expect(await sub.cluster.query(`select datname from pg_database where datname like 'pgbk_drill_%'`)).toEqual([]);
+
+    await sub.cluster.psql('create database copy');
+    const restore = await dump(['restore', '--to-db', sub.cluster.urlFor('copy')]);
+    expect(restore.exitCode, restore.stderr).toBe(0);
+    expect(restore.stdout).toContain('logical replication: subscriptions sub disabled and detached');
+    // The production subscription is untouched and still running on the publisher's slot.
+    expect(await sub.cluster.query(`select d.datname, s.subenabled, s.subslotname from pg_subscription s join pg_database d on d.oid = s.subdbid order by 1`))
+      .toEqual([{datname: 'copy', subenabled: false, subslotname: null}, {datname: 'postgres', subenabled: true, subslotname: 'sub'}]);
+    expect((await slotOf())?.active).toBe(true);
+    await pub.cluster.psql(`insert into items values (91, 'after the dump drill')`);
+    await waitFor(async () => (await subscriberRows()) === 91, {timeoutMs: 60_000, intervalMs: 200, what: 'row 91 at the real subscriber'});
+    expect(await sub.cluster.query(`select count(*)::int as n from items`, [], {database: 'copy'})).toEqual([{n: 90}]);
+  }, 300_000);
 });
 
 async function queryAt(url: string, sql: string): Promise<Array<Record<string, unknown>>> {
