@@ -18,7 +18,7 @@ import type {Log} from './log.js';
 import {MetricsCollector} from './metrics.js';
 import {loadAllPolicies, policyFiles, sharedRepositories} from './policies.js';
 import {loadPolicy} from '../policy/load.js';
-import {ReceiverSupervisor} from '../wal/receive-supervisor.js';
+import {ReceiverSupervisor} from './receivers.js';
 
 /** The scheduler could not start (listen address in use…) or failed outside any job. */
 export class SchedulerError extends PgbkError {

@@ -5,8 +5,8 @@
 
 import {spawn, type ChildProcess} from 'node:child_process';
 import type {Policy} from '../policy/types.js';
-import {PGBK_BIN} from '../scheduler/jobs.js';
-import type {Log, LogEntry} from '../scheduler/log.js';
+import {PGBK_BIN} from './jobs.js';
+import type {Log, LogEntry} from './log.js';
 
 interface Receiver {
   policy: Policy;
