@@ -21,9 +21,7 @@ import {sha256Hex} from '../util/streams.js';
 import {splitPassword} from '../pg/conninfo.js';
 import {runPg, spawnPg, toolError} from '../pg/run.js';
 import {findArchived} from './archive.js';
-import {LONG_PAGE_HEADER_BYTES, parseLongPageHeader, segmentMismatch} from './page-header.js';
-import {segmentStartLsn} from './name.js';
-import {parseTimelineHistory} from '../restore/branch.js';
+import {LONG_PAGE_HEADER_BYTES, segmentMismatch} from './page-header.js';
 import {findStreamed, receivedBytes, streamedKey} from './receive-store.js';
 import {PgbkError} from '../errors.js';
 
@@ -110,7 +108,7 @@ export class StreamUploader {
     if (!info) return; // completed (renamed) meanwhile: the next round settles it
     if (this.lastPartial && this.lastPartial.name === name && this.lastPartial.mtimeMs === info.mtimeMs && this.lastPartial.size === info.size) return;
     const segment = PARTIAL_RE.exec(name)![1]!;
-    await this.upload(segment, await this.readSegment(segment, path));
+    await this.upload(segment, await readFile(path));
     this.lastPartial = {name, mtimeMs: info.mtimeMs, size: info.size};
   }
 
@@ -121,12 +119,12 @@ export class StreamUploader {
     const copies = await findArchived(repo, segment);
     if (copies.length === 0) {
       if (!this.uploadedComplete.has(segment)) {
-        await this.upload(segment, await this.readSegment(segment, path));
+        await this.upload(segment, await readFile(path));
         this.uploadedComplete.add(segment);
       }
       return;
     }
-    const sha256 = sha256Hex(await this.readSegment(segment, path));
+    const sha256 = sha256Hex(await readFile(path));
     if (copies.every((copy) => copy.sha256 === sha256)) {
       log({event: 'segment-agrees', policy: policy.name, segment, sha256});
     } else {
@@ -137,30 +135,6 @@ export class StreamUploader {
     if (streamed.length > 0) await repo.remove(streamed.map((object) => object.key));
     await rm(path, {force: true});
     this.uploadedComplete.delete(segment);
-  }
-
-  /**
-   * A spool file as a whole segment. The first segment of a new timeline (after a failover) starts at the switch
-   * point: pg_receivewal wrote the bytes before it into the parent timeline's file and leaves zeros here. Like
-   * PostgreSQL does for its own first segment of a timeline, the part before the switch point is taken from the
-   * parent timeline's file (the timeline history file pg_receivewal keeps in the spool says where it switched).
-   */
-  async readSegment(segment: string, path: string): Promise<Buffer> {
-    const data = await readFile(path);
-    const timeline = Number.parseInt(segment.slice(0, 8), 16);
-    if (timeline === 1 || parseLongPageHeader(data.subarray(0, LONG_PAGE_HEADER_BYTES))) return data;
-    const spool = this.options.policy.walStreaming.spoolDir;
-    const history = await readFile(join(spool, `${segment.slice(0, 8)}.history`), 'utf8').catch(() => undefined);
-    if (!history) return data;
-    const start = segmentStartLsn(segment, data.length);
-    const entry = parseTimelineHistory(history).find((item) => item.switchLsn > start && item.switchLsn < start + BigInt(data.length));
-    if (!entry) return data;
-    const parentName = `${entry.parent.toString(16).toUpperCase().padStart(8, '0')}${segment.slice(8)}`;
-    const parent = await readFile(join(spool, parentName)).catch(() => readFile(join(spool, `${parentName}.partial`))).catch(() => undefined);
-    if (!parent || parent.length !== data.length) return data;
-    const merged = Buffer.from(data);
-    parent.copy(merged, 0, 0, Number(entry.switchLsn - start));
-    return merged;
   }
 
   /** One streamed object for `segment`; then the older ones of that segment go. */
