@@ -69,7 +69,10 @@ describe('WAL streaming into the repository', () => {
     }
   };
 
-  it('pgbk schedule runs the receiver, restarts it after kill -9, and stops it at shutdown', async () => {
+  it('pgbk schedule runs the receiver, restarts it after kill -9, and stops it at shutdown; check says whether it streams', async () => {
+    const before = await setup.pgbk(['check']);
+    expect(before.stdout).toMatch(/WARN\s+wal streaming\s+the replication slot pgbk_stream does not exist yet/);
+    expect(before.exitCode, before.stdout).toBe(0);
     const scheduler = new SchedulerProcess(['--policies', setup.dir]);
     try {
       await waitFor(slotActive, {timeoutMs: 60_000, intervalMs: 200, what: `the scheduler's receiver on its slot\n${scheduler.describe()}`});
@@ -91,6 +94,10 @@ describe('WAL streaming into the repository', () => {
       expect(alive(second)).toBe(false);
       expect(existsSync(join(spool, 'pgbk-wal-receive.pid'))).toBe(false);
       await waitFor(async () => !(await slotActive()), {timeoutMs: 30_000, what: 'the slot released'});
+      const after = await setup.pgbk(['check', '--wait', '60']);
+      expect(after.stdout).toMatch(/WARN\s+replication slots\s+pgbk_stream \(physical\) is inactive and retains \d/);
+      expect(after.stdout).toMatch(/WARN\s+wal streaming\s+the slot pgbk_stream exists but nothing streams from it/);
+      expect(after.exitCode, after.stdout).toBe(0);
     } finally {
       scheduler.kill();
     }
