@@ -32,14 +32,14 @@ export async function registrations(argv?: string[]): Promise<Register[]> {
     import('./cli/backup.js'), import('./cli/list.js'), import('./cli/restore.js'), import('./cli/demo.js'),
     import('./cli/drill.js'), import('./cli/status.js'), import('./cli/check.js'), import('./cli/schedule.js'),
     import('./cli/expire.js'), import('./cli/verify.js'), import('./cli/patroni-replica.js'), import('./cli/init.js'),
-    import('./cli/completion.js'), import('./cli/re-encrypt.js'),
+    import('./cli/completion.js'), import('./cli/re-encrypt.js'), import('./cli/wal-receive.js'),
   ]);
-  const [backup, list, restore, demo, drill, status, check, schedule, expire, verify, patroni, init, completion, reEncrypt] = modules;
+  const [backup, list, restore, demo, drill, status, check, schedule, expire, verify, patroni, init, completion, reEncrypt, walReceive] = modules;
   return [
     init.registerInitCommand, archive, backup.registerBackupCommand, list.registerListCommand, restore.registerRestoreCommand, demo.registerDemoCommand,
     drill.registerDrillCommand, status.registerStatusCommand, check.registerCheckCommand, schedule.registerScheduleCommand,
     expire.registerExpireCommand, verify.registerVerifyCommand, patroni.registerPatroniReplicaCommand, completion.registerCompletionCommand,
-    reEncrypt.registerReEncryptCommand,
+    reEncrypt.registerReEncryptCommand, walReceive.registerWalReceiveCommand,
   ];
 }
 

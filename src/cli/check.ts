@@ -47,6 +47,6 @@ export function registerCheckCommand(program: Command, io: Io, globals: () => Gl
 }
 
 export function renderCheck(result: CheckResult): string {
-  const label = {ok: 'ok  ', fail: 'FAIL', skip: 'skip'}[result.status];
+  const label = {ok: 'ok  ', fail: 'FAIL', skip: 'skip', warn: 'WARN'}[result.status];
   return `${label}  ${result.name.padEnd(18)} ${result.detail}\n${result.fix ? `      fix: ${result.fix}\n` : ''}`;
 }

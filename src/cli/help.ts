@@ -24,6 +24,7 @@ export const EXAMPLES: Record<string, string[]> = {
   'demo': ['pgbk demo', 'pgbk demo --keep'],
   'patroni-create-replica': ['pgbk patroni-create-replica --policy app --datadir /var/lib/postgresql/data    (Patroni appends --scope, --role, --connstring)'],
   're-encrypt': ['pgbk re-encrypt --policy orders    (after moving the old passphrase to repository.encryption.old_keys)'],
+  'wal-receive': ['pgbk wal-receive --policy orders    (pgbk schedule runs it for policies with wal_streaming enabled)'],
   'completion': ['pgbk completion bash > /etc/bash_completion.d/pgbk', 'pgbk completion zsh > "${fpath[1]}/_pgbk"'],
 };
 

@@ -103,6 +103,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         const archiveMode = options.archiveMode ?? 'off';
         const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: standby ? 'latest' : String(choice.timeline), archiveMode, behaviour, ...(standby ? {standby} : {})});
         let started;
+        let logical: string | null = null;
         if (options.start) {
           const {startRestored} = await import('../restore/start.js');
           started = await startOnPort(port, (chosen) => startRestored({
@@ -111,9 +112,15 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
           }), port === undefined ? (chosen) => {
             if (!globals().json) io.stdout.write(`port: ${chosen} (free on 127.0.0.1; give --port to choose)\n`);
           } : undefined);
+          // Subscriptions can be disabled only on a promoted server; paused, it keeps max_logical_replication_workers = 0.
+          if (started.state === 'promoted') logical = await keepLogicalReplicationOff(policy.postgres.url, started.port, io);
+          else if (started.state === 'paused') {
+            io.stderr.write('pgbk: warning: paused in recovery with max_logical_replication_workers = 0 until restarted; before promoting and restarting it, ' +
+              'see "Logical replication" in the README (its subscriptions would reconnect to the publisher)\n');
+          }
         }
         if (globals().json) {
-          printJson(io, {backup: plan.backup.id, target: targetToJson(target), targetAction: target.kind === 'latest' ? 'promote' : behaviour.action, targetExclusive: behaviour.exclusive, timeline: standby ? null : {timeline: choice.timeline, reason: choice.reason}, archiveMode, dataDir: layout.dataDir, fetchedBytes: layout.fetchedBytes, fetchMs: layout.fetchMs, started: started ?? null,
+          printJson(io, {backup: plan.backup.id, target: targetToJson(target), targetAction: target.kind === 'latest' ? 'promote' : behaviour.action, targetExclusive: behaviour.exclusive, timeline: standby ? null : {timeline: choice.timeline, reason: choice.reason}, archiveMode, dataDir: layout.dataDir, fetchedBytes: layout.fetchedBytes, fetchMs: layout.fetchMs, started: started ?? null, logicalReplication: logical,
             ...(standby ? {standby: {primaryConninfo: standby.primaryConninfoShown}} : {})});
           return;
         }
@@ -136,8 +143,10 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
           if (started.replayedTo) io.stdout.write(`WAL replayed up to ${started.replayedTo}\n`);
           if (started.lastTransactionAt) io.stdout.write(`last replayed transaction: ${started.lastTransactionAt}\n`);
           if (started.redoDoneAt) io.stdout.write(`redo done at ${started.redoDoneAt}\n`);
+          if (logical) io.stdout.write(`logical replication: ${logical}\n`);
         } else {
-          io.stdout.write(`start it with: pg_ctl -D ${layout.dataDir} -o "-p <port>" start   (it replays WAL to the target and ${actionWords(target.kind === 'latest' ? 'promote' : behaviour.action)})\n`);
+          io.stdout.write(`start it with: pg_ctl -D ${layout.dataDir} -o "-p <port> -c max_logical_replication_workers=0" start   (it replays WAL to the target and ${actionWords(target.kind === 'latest' ? 'promote' : behaviour.action)}; ` +
+            'no subscription runs: see "Logical replication" in the README before enabling them)\n');
         }
       });
     });
@@ -202,6 +211,26 @@ async function restoreDumpCommand(options: RestoreOptions, target: ReturnType<ty
   }
   const {restoreDump} = await import('../backup/dump.js');
   const result = await restoreDump({policy, repo, backup: chosen, toDb: options.toDb!});
-  if (globals().json) printJson(io, {backup: chosen.id, startTime: chosen.startTime, toDb: redactUrl(options.toDb!), bytes: result.bytes});
-  else io.stdout.write(`restored dump ${chosen.id} (database as of ${chosen.startTime}) into ${redactUrl(options.toDb!)}\n`);
+  // pg_restore creates a subscriber's subscriptions disabled but naming the publisher's slot: detach them.
+  const [{withClient}, {detachDatabaseSubscriptions}] = await Promise.all([import('../pg/client.js'), import('../restore/logical.js')]);
+  const detached = await withClient(options.toDb!, (client) => detachDatabaseSubscriptions(client, {drop: false}));
+  if (globals().json) printJson(io, {backup: chosen.id, startTime: chosen.startTime, toDb: redactUrl(options.toDb!), bytes: result.bytes, detachedSubscriptions: detached});
+  else {
+    io.stdout.write(`restored dump ${chosen.id} (database as of ${chosen.startTime}) into ${redactUrl(options.toDb!)}\n`);
+    if (detached.length > 0) io.stdout.write(`logical replication: subscriptions ${detached.join(', ')} disabled and detached from the publisher's slot (see "Logical replication" in the README)\n`);
+  }
+}
+
+/** restore --start: the copy's subscriptions disabled and detached, its slots dropped; what was done, or a warning. */
+async function keepLogicalReplicationOff(policyUrl: string, port: number, io: Io): Promise<string | null> {
+  const {neutraliseRestored, describeNeutralised} = await import('../restore/logical.js');
+  try {
+    const result = await neutraliseRestored(policyUrl, port);
+    return result.subscriptions.length > 0 || result.droppedSlots.length > 0 ? describeNeutralised(result) : null;
+  } catch (error) {
+    io.stderr.write(`pgbk: warning: cannot disable the restored server's subscriptions (${(error as Error).message}); it runs with ` +
+      'max_logical_replication_workers = 0 until restarted: in each database run ALTER SUBSCRIPTION <name> DISABLE and ' +
+      'ALTER SUBSCRIPTION <name> SET (slot_name = NONE) before restarting it\n');
+    return null;
+  }
 }

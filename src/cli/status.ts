@@ -131,6 +131,22 @@ export function renderStatus(statuses: PolicyStatus[], invalid: Array<{policy: s
     } else if (replication?.role === 'standby') {
       add('replication', `replays ${replication.replayDelaySeconds === null ? '(nothing replayed yet)' : `${formatDuration(replication.replayDelaySeconds)} behind`}`);
     }
+    if (status.streaming) {
+      const st = status.streaming;
+      add('streaming', `slot ${st.slot} ${st.slotActive === null ? 'missing' : st.slotActive ? 'active' : 'INACTIVE'}; ` +
+        (st.endLsn ? `streamed to ${st.endLsn} (${st.segment}) at ${time(st.uploadedAt)}, ${st.lagBytes === null ? '-' : formatBytes(st.lagBytes)} / ` +
+          `${st.lagSeconds === null ? '-' : formatDuration(st.lagSeconds)} behind` : 'nothing streamed since the last archived segment'));
+    }
+    for (const sub of status.logical?.subscriptions ?? []) {
+      add('subscription', `${sub.name} (database ${sub.database}) ${sub.enabled ? (sub.running ? 'running' : 'enabled, NOT RUNNING') : 'disabled'}` +
+        `${sub.slot ? `, slot ${sub.slot}` : ', no slot'}${sub.latestEndLsn ? `, applied to ${sub.latestEndLsn}` : ''}` +
+        `${sub.lagSeconds !== null ? `, lag ${formatDuration(sub.lagSeconds)}` : ''}`);
+    }
+    for (const slot of status.logical?.slots ?? []) {
+      add('slot', `${slot.name} ${slot.type}${slot.database ? ` (database ${slot.database})` : ''} ${slot.active ? 'active' : 'inactive'}` +
+        `, retains ${slot.retainedBytes === null ? '-' : formatBytes(slot.retainedBytes)} of WAL` +
+        `${slot.confirmedFlushLsn ? `, confirmed to ${slot.confirmedFlushLsn}` : ''}`);
+    }
     add('jobs', (['backup', 'expire', 'drill'] as const).map((job) => {
       const result = status.jobs[job];
       return `${job} ${result ? `${result.ok ? 'ok' : 'FAILED'} ${time(result.finishedAt as string | undefined)}` : '-'}`;

@@ -72,7 +72,8 @@ export async function findExpectedPoint(repo: Repository, segments: string[], ta
     const read: string[] = [];
     for (let index = segments.length - 1; index >= 0; index--) {
       const segment = segments[index]!;
-      await getWalFile(repo, segment, join(dir, segment));
+      // streamed: the newest segment may have come from pgbk wal-receive (archive-get serves it at the end of the archive).
+      await getWalFile(repo, segment, join(dir, segment), {streamed: true});
       let output: string;
       try {
         ({stdout: output} = await runPg('pg_waldump', ['--rmgr=Transaction', join(dir, segment)], {binDir, env: {TZ: 'UTC'}}));

@@ -231,6 +231,7 @@ async function restoreAndCheck(drill: Drill, plan: RestorePlan, dirs: ScratchDir
     report.phases.replayMs = Math.round(performance.now() - redoAt);
     report.rtoSeconds = round(writableMs / 1000);
     progress(`restored server accepts writes after ${report.rtoSeconds}s`);
+    await neutraliseInDrill(drill, client, (name) => new pg.Client({host: dirs.socketDir, port, user, database: name, application_name: 'pgbk-drill'}));
 
     // The last replayed commit from SQL; where recovery stopped from the log (lc_messages=C).
     const serverPoint = readServerPoint(log);
@@ -251,6 +252,23 @@ async function restoreAndCheck(drill: Drill, plan: RestorePlan, dirs: ScratchDir
     for (const result of await runUserChecks(client, policy.drill.checks)) drill.check(result);
   } finally {
     await client.end().catch(() => undefined);
+  }
+}
+
+/** Subscriptions of the copy disabled and detached, its slots dropped (restore/logical.ts); a check when there were any. */
+async function neutraliseInDrill(drill: Drill, client: Client, open: (database: string) => Client): Promise<void> {
+  const {neutraliseLogicalReplication, describeNeutralised} = await import('../restore/logical.js');
+  try {
+    const result = await neutraliseLogicalReplication(client, async (database) => {
+      const db = open(database);
+      await db.connect();
+      return db;
+    });
+    if (result.subscriptions.length > 0 || result.droppedSlots.length > 0) {
+      drill.check({name: 'logical replication kept off', ok: true, detail: describeNeutralised(result)});
+    }
+  } catch (error) {
+    drill.check({name: 'logical replication kept off', ok: false, detail: `cannot disable the copy's subscriptions or drop its slots: ${(error as Error).message}`});
   }
 }
 
@@ -373,8 +391,11 @@ async function drillDump(drill: Drill): Promise<void> {
   const {withClient} = await import('../pg/client.js');
   await withClient(policy.postgres.url, (client) => client.query(`create database ${database}`));
   progress(`drill ${drill.id}: restoring dump ${chosen.id} into the scratch database ${database} on ${redactUrl(policy.postgres.url)}`);
+  const {detachDatabaseSubscriptions} = await import('../restore/logical.js');
   const drop = async () => {
     if (drill.options.keep) return;
+    // A restored subscriber's subscriptions: DROP DATABASE refuses them, and they name the publisher's slot.
+    await withClient(withDatabase(policy.postgres.url, database), (client) => detachDatabaseSubscriptions(client, {drop: true})).catch(() => undefined);
     await withClient(policy.postgres.url, (client) => client.query(`drop database if exists ${database} with (force)`)).catch(async () =>
       withClient(policy.postgres.url, (client) => client.query(`drop database if exists ${database}`)));
   };
@@ -385,6 +406,11 @@ async function drillDump(drill: Drill): Promise<void> {
     const {restoreDump} = await import('../backup/dump.js');
     await restoreDump({policy, repo, backup: chosen, toDb: scratchUrl});
     report.phases.fetchMs = Math.round(performance.now() - fetchStart);
+    const detached = await withClient(scratchUrl, (client) => detachDatabaseSubscriptions(client, {drop: false}));
+    if (detached.length > 0) {
+      drill.check({name: 'logical replication kept off', ok: true,
+        detail: detached.map((name) => `subscription ${name} (database ${database}) disabled and detached from the publisher's slot`).join('; ')});
+    }
     await withClient(scratchUrl, async (client) => {
       await client.query('select txid_current()');
       report.rtoSeconds = round(drill.elapsedMs() / 1000);

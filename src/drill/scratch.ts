@@ -11,6 +11,7 @@ import {pgBinary} from '../pg/bin.js';
 import {asOwnerOf, isRoot} from '../pg/owner.js';
 import {postmasterPid} from '../pg/postmaster.js';
 import {processAlive} from '../util/process.js';
+import {SCRATCH_LOGICAL_SETTINGS} from '../restore/logical.js';
 
 export interface ScratchDirs {
   baseDir: string;
@@ -60,6 +61,8 @@ export async function startScratchServer(options: ScratchServerOptions): Promise
     synchronous_standby_names: '',
     cluster_name: 'pgbk-drill',
     hot_standby: 'off',
+    // No apply worker may start: a copy of a subscriber must not consume the publisher's slot (restore/logical.ts).
+    ...SCRATCH_LOGICAL_SETTINGS,
   };
   const serverOptions = Object.entries(settings).map(([name, value]) => `-c ${name}='${value.replace(/'/g, '')}'`).join(' ');
   const [file, args] = asOwnerOf(dirs.dataDir, pgBinary(options.binDir, 'pg_ctl'), ['-D', dirs.dataDir, '-l', dirs.logFile, '-W', '-o', serverOptions, 'start']);

@@ -2,11 +2,13 @@
 
 import {assertWritable, defaultCompression, LEVELS, type Compression} from '../util/codec.js';
 import {readFile, stat} from 'node:fs/promises';
+import {join} from 'node:path';
+import {homedir} from 'node:os';
 import {isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode} from 'yaml';
 import {PolicyError} from '../errors.js';
 import {parseDuration} from './duration.js';
 import {policySchema, STRATEGY_OBJECTIVES, type PolicyDocument} from './schema.js';
-import type {Policy} from './types.js';
+import type {Policy, WalStreamingConfig} from './types.js';
 import {assertPolicyNotWritableByOthers, policyNameOf, resolvePolicyPath, type PolicyLookup} from './locate.js';
 
 export {policiesDirectory, resolvePolicyPath, type PolicyLookup} from './locate.js';
@@ -111,6 +113,7 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
       primaryConninfo: value.replica.primary_conninfo,
       maxLagSeconds: value.replica.max_lag === undefined ? undefined : parseDuration(value.replica.max_lag)!,
     }} : {}),
+    ...(value.wal_streaming ? {walStreaming: walStreamingOf(value, file, name)} : {}),
     drill: {
       checks: (value.drill?.checks ?? []).map((check, index) => ({
         name: check.name ?? `check ${index + 1}`,
@@ -191,4 +194,17 @@ function compressionOf(value: PolicyDocument, file: string): Compression {
 function lineAt(doc: Document, path: string[], lineCounter: LineCounter): string {
   const line = lineOf(doc, path, lineCounter);
   return line ? `:${line}` : '';
+}
+
+/** wal_streaming: only for the strategies that archive WAL. */
+function walStreamingOf(value: PolicyDocument, file: string, name: string): WalStreamingConfig {
+  const section = value.wal_streaming!;
+  const enabled = section.enabled ?? true;
+  if (enabled && value.strategy === 'dump') {
+    throw new PolicyError(`${file}: wal_streaming: the dump strategy archives no WAL; remove the section or set enabled: false`);
+  }
+  return {
+    enabled, slot: section.slot, flushIntervalSeconds: parseDuration(section.flush_interval ?? '1s')!,
+    spoolDir: section.spool_dir ?? join(homedir(), '.pgbk', 'wal-receive', name),
+  };
 }

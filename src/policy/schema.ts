@@ -103,6 +103,12 @@ export const policySchema = z.strictObject({
     primary_conninfo: z.string().min(1).optional(),
     max_lag: duration.optional(),
   }).optional(),
+  wal_streaming: z.strictObject({
+    enabled: z.boolean().optional(),
+    slot: z.string().regex(/^[a-z0-9_]{1,63}$/, 'expected a replication slot name: 1 to 63 lower-case letters, digits or _'),
+    flush_interval: duration.refine((value) => parseDuration(value)! > 0, {message: 'expected a duration of at least 1s'}).optional(),
+    spool_dir: z.string().startsWith('/', 'expected an absolute path').optional(),
+  }).optional(),
   drill: z.strictObject({
     checks: z.array(z.strictObject({
       name: z.string().min(1).optional(),

@@ -54,6 +54,8 @@ export interface Policy {
   patroni?: PatroniConfig;
   /** replica strategy: the standby backups are taken from, how new standbys reach the primary, the lag allowed. */
   replica?: ReplicaConfig;
+  /** pgbk wal-receive: stream WAL from a physical slot and upload the segment being written (absent: no streaming). */
+  walStreaming?: WalStreamingConfig;
   /** pgbk drill: the user's checks on the restored data, the opt-in heartbeat, how long a drill may take. */
   drill: {checks: DrillCheckConfig[]; heartbeat: boolean; timeoutSeconds: number};
 }
@@ -82,4 +84,14 @@ export interface PatroniConfig {
   restApi: string[];
   /** Bytes a replica may lag behind the leader and still be the backup source (Patroni's maximum_lag_on_failover). */
   maximumLagOnFailover: number;
+}
+
+export interface WalStreamingConfig {
+  enabled: boolean;
+  /** The physical replication slot pg_receivewal streams from (created when absent). */
+  slot: string;
+  /** How often the segment being received is uploaded. */
+  flushIntervalSeconds: number;
+  /** Where pg_receivewal writes (default ~/.pgbk/wal-receive/<policy>). */
+  spoolDir: string;
 }

@@ -16,6 +16,7 @@ import {postmasterStatus} from '../pg/postmaster.js';
 import {controlData, controlState} from '../pg/controldata.js';
 import {splitPassword} from '../pg/conninfo.js';
 import type {TargetAction} from './target.js';
+import {SCRATCH_LOGICAL_SETTINGS} from './logical.js';
 
 export interface StartResult {
   port: number;
@@ -49,8 +50,11 @@ export async function startRestored(options: StartOptions): Promise<StartResult>
   const action = options.action ?? 'promote';
   const started = Date.now();
   // -W: pgbk waits itself (pg_ctl's wait gives up after 60 s, and reports a shutdown at the target as a failure).
+  // The logical settings only on this command line, not in postgresql.conf: no apply worker until pgbk has disabled
+  // the subscriptions.
+  const logicalOptions = Object.entries(SCRATCH_LOGICAL_SETTINGS).map(([name, value]) => ` -c ${name}=${value}`).join('');
   const [file, args] = asOwnerOf(options.dataDir, pgBinary(options.binDir, 'pg_ctl'), [
-    '-D', options.dataDir, '-l', logFile, '-W', '-o', `-p ${options.port} -c listen_addresses=127.0.0.1 -c lc_messages=C`, 'start',
+    '-D', options.dataDir, '-l', logFile, '-W', '-o', `-p ${options.port} -c listen_addresses=127.0.0.1 -c lc_messages=C${logicalOptions}`, 'start',
   ]);
   try {
     await execa(file, args, {env: {LC_ALL: 'C'}, stdin: 'ignore', stdout: 'ignore', stderr: 'pipe', timeout: 60_000});

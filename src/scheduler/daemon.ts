@@ -18,6 +18,7 @@ import type {Log} from './log.js';
 import {MetricsCollector} from './metrics.js';
 import {loadAllPolicies, policyFiles, sharedRepositories} from './policies.js';
 import {loadPolicy} from '../policy/load.js';
+import {ReceiverSupervisor} from './receivers.js';
 
 /** The scheduler could not start (listen address in use…) or failed outside any job. */
 export class SchedulerError extends PgbkError {
@@ -81,6 +82,8 @@ export class Scheduler {
   private stopPromise?: Promise<void>;
   private graceDeadline = Infinity;
   private lastReload?: {at: string; ok: boolean; errors: string[]};
+  /** pgbk wal-receive of each policy with wal_streaming enabled. */
+  private readonly receivers: ReceiverSupervisor;
   private readonly now: () => Date;
   private readonly cronLogger: CronLogger;
   private resolveStopped!: () => void;
@@ -91,6 +94,7 @@ export class Scheduler {
 
   constructor(private readonly options: SchedulerOptions) {
     this.now = options.now ?? (() => new Date());
+    this.receivers = new ReceiverSupervisor({env: options.env, cwd: options.cwd, log: options.log, bin: options.bin});
     this.startedAt = this.now();
     this.metrics = new MetricsCollector({
       handles: () => [...this.entries.values()].map(({policy, repo}) => ({policy, repo})),
@@ -156,6 +160,7 @@ export class Scheduler {
     }
     if (entry.tasks.length === 0) this.options.log({event: 'scheduled', level: 'warn', policy: policy.name, message: 'no schedule: section, no jobs'});
     this.entries.set(policy.name, entry);
+    await this.receivers.sync(policy);
   }
 
   private unschedule(entry: PolicyEntry): void {
@@ -204,6 +209,7 @@ export class Scheduler {
     for (const [name, entry] of this.entries) {
       if (seen.has(name)) continue;
       this.unschedule(entry);
+      await this.receivers.stop(name);
       this.retired.push(entry.repo);
       this.entries.delete(name);
       removed.push(name);
@@ -363,6 +369,7 @@ export class Scheduler {
     const running = [...this.runs.values()].map((run) => `${run.policy}/${run.job}`);
     this.options.log({event: 'stopping', signal, running, graceMs: this.options.graceMs ?? DEFAULT_GRACE_MS});
     for (const entry of this.entries.values()) this.unschedule(entry);
+    await this.receivers.stopAll();
     await this.waitForRuns(() => this.graceDeadline);
     if (this.runs.size > 0) {
       // Stop the job's programs (pg_basebackup, pg_dump…) first: pgbk then fails the job through its own error
@@ -421,6 +428,7 @@ export class Scheduler {
         policy: run.policy, job: run.job, tick: run.tick, startedAt: run.startedAt!.toISOString(), pid: run.pid,
       })),
       lastReload: this.lastReload,
+      walReceivers: this.receivers.running(),
     };
   }
 

@@ -26,7 +26,8 @@ export class CheckFailedError extends PgbkError {
   readonly code = 'check.failed';
 }
 
-export type CheckStatus = 'ok' | 'fail' | 'skip';
+/** warn: worth fixing, not a failure (exit 0). */
+export type CheckStatus = 'ok' | 'fail' | 'skip' | 'warn';
 
 export interface CheckResult {
   name: string;
@@ -195,6 +196,8 @@ export async function runChecks(policy: Policy, repo: Repository, options: RunCh
       if (lockResult) record(lockResult);
       const identityResult: CheckResult & {systemId?: string} = repoResult.status === 'ok' ? await identityCheck(client, repo, policy) : skip('identity', 'the repository is not usable');
       record(identityResult);
+      for (const result of await slotChecks(client)) record(result);
+      if (policy.walStreaming?.enabled) record(await streamingCheck(client, policy));
       if (!physical) return;
       const archiving = settingResults.filter((result) => ['wal_level', 'archive_mode', 'archive_command'].includes(result.name));
       if (settings.inRecovery) {
@@ -246,6 +249,45 @@ async function objectLockCheck(repo: Repository, policy: Policy): Promise<CheckR
   } catch (error) {
     return fail('object lock', `cannot read the Object Lock configuration of ${repo.description}: ${(error as Error).message}`, fix);
   }
+}
+
+/** Replication slots (when the server has any): an inactive one keeps WAL on the server until the disk fills. */
+async function slotChecks(client: import('pg').Client): Promise<CheckResult[]> {
+  const {slotStatus} = await import('../restore/logical.js');
+  const {formatBytes} = await import('../util/progress.js');
+  const slots = await slotStatus(client).catch(() => []);
+  if (slots.length === 0) return [];
+  const idle = slots.filter((slot) => !slot.active && slot.retainedBytes !== null && slot.retainedBytes > 0);
+  if (idle.length === 0) {
+    return [ok('replication slots', slots.map((slot) => `${slot.name} (${slot.type}) active, retains ${formatBytes(slot.retainedBytes ?? 0)}`).join('; '))];
+  }
+  return [{name: 'replication slots', status: 'warn',
+    detail: idle.map((slot) => `${slot.name} (${slot.type}) is inactive and retains ${formatBytes(slot.retainedBytes!)} of WAL` +
+      `${slot.walStatus && slot.walStatus !== 'reserved' ? ` (wal_status ${slot.walStatus})` : ''}`).join('; '),
+    fix: `start its consumer (the subscriber, the standby, pgbk wal-receive), or drop it if it is abandoned: ${idle.map((slot) => `SELECT pg_drop_replication_slot(${sqlString(slot.name)});`).join(' ')}` +
+      ' (max_slot_wal_keep_size bounds what a slot may keep)'}];
+}
+
+/** wal_streaming: pg_receivewal is there, and the slot exists and is in use (pgbk wal-receive runs). */
+async function streamingCheck(client: import('pg').Client, policy: Policy): Promise<CheckResult> {
+  const slot = policy.walStreaming!.slot;
+  try {
+    findBinDir(policy.postgres.binDir, 'pg_receivewal');
+  } catch (error) {
+    return fail('wal streaming', (error as Error).message, 'install the PostgreSQL client programs or set postgres.bin_dir in the policy');
+  }
+  const {rows} = await client.query<{type: string; active: boolean}>('select slot_type as type, active from pg_replication_slots where slot_name = $1', [slot]);
+  const row = rows[0];
+  if (!row) {
+    return {name: 'wal streaming', status: 'warn', detail: `the replication slot ${slot} does not exist yet`,
+      fix: `start the receiver (pgbk schedule, or pgbk wal-receive --policy ${policy.name}): it creates the slot`};
+  }
+  if (row.type !== 'physical') return fail('wal streaming', `the slot ${slot} is a ${row.type} slot`, `name another slot in wal_streaming.slot (pg_receivewal needs a physical one)`);
+  if (!row.active) {
+    return {name: 'wal streaming', status: 'warn', detail: `the slot ${slot} exists but nothing streams from it`,
+      fix: `start the receiver (pgbk schedule, or pgbk wal-receive --policy ${policy.name})`};
+  }
+  return ok('wal streaming', `slot ${slot} in use (spool ${policy.walStreaming!.spoolDir})`);
 }
 
 /** Put, stat and remove a small object under check/. */

@@ -27,10 +27,13 @@ import {evaluatePatroni, gatherPatroniStatus, type PatroniStatus} from '../patro
 import {DRILL_PREFIX, jobResultKey} from '../storage/layout.js';
 import type {Repository} from '../storage/repository.js';
 import {findArchived, listArchived, type ArchivedWalFile} from '../wal/archive.js';
-import {parseLsn} from '../wal/lsn.js';
+import {formatLsn, parseLsn} from '../wal/lsn.js';
+import {newestStreamed} from '../wal/receive-store.js';
 import {probeStandby, type StandbyProbe} from '../replica/probe.js';
 import {redactUrl} from '../pg/conninfo.js';
 import {parseWalFileName, segmentStartLsn} from '../wal/name.js';
+import {formatBytes} from '../util/progress.js';
+import {slotStatus, subscriptionStatus, type SlotStatus, type SubscriptionStatus} from '../restore/logical.js';
 
 /** `pgbk status` found an objective missed or something broken: exit 1, so that cron and monitoring alert. */
 export class ObjectivesMissedError extends PgbkError {
@@ -273,6 +276,22 @@ export interface PolicyStatus {
   lastDrill: (DrillReport & {key: string}) | null;
   /** patroni: the cluster from GET /cluster (members, roles, timeline, lag) and the backup source. */
   patroni?: PatroniStatus;
+  /** Subscriptions (state, lag) and replication slots (retained WAL) of the server; null when not readable. */
+  logical: {subscriptions: SubscriptionStatus[]; slots: SlotStatus[]} | null;
+  /** wal_streaming: the newest streamed object in the repository and how far behind the server it is. */
+  streaming: StreamingStatus | null;
+}
+
+export interface StreamingStatus {
+  slot: string;
+  slotActive: boolean | null;
+  segment: string | null;
+  endLsn: string | null;
+  uploadedAt: string | null;
+  /** The server's current WAL position minus the streamed position (null: unknown). */
+  lagBytes: number | null;
+  /** 0 when nothing is behind; else the age of the newest streamed object. */
+  lagSeconds: number | null;
 }
 
 export interface GatherOptions {
@@ -367,6 +386,13 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
 
   const now = options.now();
   const evaluation = evaluateStatus(facts, now);
+  const streaming = policy.walStreaming?.enabled && facts.repository.reachable
+    ? await streamingStatus(policy.walStreaming.slot, repo, probe, facts.lastArchived?.walFile, now).catch((error: Error) => {
+      warnings.push(`cannot read the streamed WAL: ${error.message}`);
+      return null;
+    })
+    : null;
+  if (streaming && streaming.slotActive !== true) evaluation.warnings.push(`wal_streaming: the slot ${streaming.slot} is ${streaming.slotActive === false ? 'inactive' : 'missing'}: is pgbk wal-receive running?`);
   const patroni = policy.strategy === 'patroni' ? await gatherPatroniStatus(policy) : undefined;
   if (patroni) {
     const found = evaluatePatroni(patroni);
@@ -374,6 +400,7 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
     evaluation.warnings.push(...found.warnings);
     evaluation.ok = evaluation.problems.length === 0;
   }
+  if (probe.logical) evaluation.warnings.push(...logicalWarnings(probe.logical));
   const archiver = server?.archiver;
   const gapJson = (gap: GapFacts | undefined) => (gap ? {...gap, message: gapMessage(gap)} : null);
   return {
@@ -410,8 +437,42 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
     jobs: {backup: facts.jobs.backup ?? null, expire: facts.jobs.expire ?? null, drill: facts.jobs.drill ?? null},
     lastDrill: lastDrill ?? null,
     ...(patroni ? {patroni} : {}),
+    logical: probe.logical ?? null,
+    streaming,
   };
 }
+
+async function streamingStatus(slot: string, repo: Repository, probe: ServerProbe, lastArchived: string | undefined, now: Date): Promise<StreamingStatus> {
+  const slotRow = probe.logical?.slots.find((row) => row.name === slot);
+  const current = probe.position?.currentWalFile ?? lastArchived;
+  const timeline = current?.slice(0, 8);
+  const newest = timeline ? await newestStreamed(repo, timeline, lastArchived?.startsWith(timeline) ? lastArchived.slice(0, 16) : undefined) : undefined;
+  const segmentSize = probe.position?.walSegmentSize ?? 16 * 1024 * 1024;
+  const end = newest ? segmentStartLsn(newest.segment, segmentSize) + BigInt(newest.endOffset) : undefined;
+  const insert = parseLsn(probe.position?.currentLsn ?? '');
+  const lagBytes = end !== undefined && insert !== undefined ? Math.max(0, Number(insert - end)) : null;
+  const age = newest?.modified ? Math.max(0, (now.getTime() - newest.modified.getTime()) / 1000) : null;
+  return {
+    slot, slotActive: slotRow ? slotRow.active : null, segment: newest?.segment ?? null, endLsn: end !== undefined ? formatLsn(end) : null,
+    uploadedAt: newest?.modified?.toISOString() ?? null, lagBytes, lagSeconds: lagBytes === 0 ? 0 : age === null ? null : round(age),
+  };
+}
+
+/** An enabled subscription with no apply worker; an inactive slot holding WAL back. */
+export function logicalWarnings(logical: {subscriptions: SubscriptionStatus[]; slots: SlotStatus[]}): string[] {
+  const warnings: string[] = [];
+  for (const sub of logical.subscriptions) {
+    if (sub.enabled && !sub.running) warnings.push(`subscription ${sub.name} (database ${sub.database}) is enabled but no apply worker runs (pg_stat_subscription): see the server log`);
+  }
+  for (const slot of logical.slots) {
+    if (!slot.active && slot.retainedBytes !== null && slot.retainedBytes > 0) {
+      warnings.push(`replication slot ${slot.name} (${slot.type}) is inactive and retains ${formatBytes(slot.retainedBytes)} of WAL on the server` +
+        `${slot.walStatus && slot.walStatus !== 'reserved' ? ` (wal_status ${slot.walStatus})` : ''}`);
+    }
+  }
+  return warnings;
+}
+
 
 /** XLogLongPageHeaderData: the header at the start of every segment. */
 const LONG_PAGE_HEADER_BYTES = 40n;
@@ -421,6 +482,7 @@ const roundOrNull = (value: number | null): number | null => (value === null ? n
 
 interface ServerProbe {
   facts: ServerFacts;
+  logical?: {subscriptions: SubscriptionStatus[]; slots: SlotStatus[]};
   position?: {currentWalFile: string | null; currentLsn: string | null; walSegmentSize: number};
 }
 
@@ -436,7 +498,9 @@ async function probeServer(policy: Policy, physical: boolean): Promise<ServerPro
         // pg_basebackup's own walsenders are not standbys
         : {role: 'primary', standbys: (await replicationStats(client)).filter((row) => !row.applicationName.startsWith('pg_basebackup'))};
       const walSegmentSize = parseSizeSetting(position.walSegmentSize);
-      return {facts, position: {currentWalFile: position.currentWalFile, currentLsn: position.currentLsn, walSegmentSize}};
+      const logical = await Promise.all([subscriptionStatus(client), slotStatus(client)])
+        .then(([subscriptions, slots]) => ({subscriptions, slots}), () => undefined);
+      return {facts, logical, position: {currentWalFile: position.currentWalFile, currentLsn: position.currentLsn, walSegmentSize}};
     });
   } catch (error) {
     return {facts: {reachable: false, error: (error as Error).message}};

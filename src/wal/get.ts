@@ -1,7 +1,7 @@
 // archive-get: fetch one WAL file for restore_command, verified against its checksum before PostgreSQL sees it.
 
 import {createWriteStream} from 'node:fs';
-import {rename, unlink} from 'node:fs/promises';
+import {rename, stat, truncate, unlink} from 'node:fs/promises';
 import {pipeline} from 'node:stream/promises';
 import {randomBytes} from 'node:crypto';
 import {CorruptObjectError, ForeignWalError, ObjectNotFoundError, RepositoryError, WalGapError, WalNotFoundError} from '../errors.js';
@@ -10,7 +10,9 @@ import {isCodecDataError} from '../util/codec.js';
 import {codecOfWalKey, openVerified, findArchived, type ArchivedWalFile} from './archive.js';
 import {parseWalFileName} from './name.js';
 import {parseWalObjectKey, walFilePrefix, walTimelineKey} from '../storage/layout.js';
-import {readFileHead, segmentMismatch, type SegmentOwner} from './page-header.js';
+import {parseLongPageHeader, readFileHead, segmentMismatch, type SegmentOwner} from './page-header.js';
+import {findStreamed, openStreamed} from './receive-store.js';
+import type {Codec} from '../util/codec.js';
 
 export interface GetOptions {
   /** The repository's cluster: a fetched segment of another database system is refused (CorruptObjectError). */
@@ -25,6 +27,12 @@ export interface GetOptions {
    * restore put its target before a known gap, and PostgreSQL's read-ahead may still ask for what follows.
    */
   endOfArchive?: string;
+  /**
+   * When the segment is not archived and nothing later is archived on its timeline (the end of the archive), hand
+   * over the newest streamed copy of it (pgbk wal-receive) instead, if there is one: the WAL the receiver got
+   * before the server stopped. Default: detectGap (archive-get outside a standby).
+   */
+  streamed?: boolean;
   /** Attempts of the whole fetch (each S3 request also retries on its own). */
   attempts?: number;
   retryDelayMs?: number;
@@ -44,12 +52,20 @@ export async function getWalFile(repo: Repository, walFile: string, destPath: st
       const copies = await findArchived(repo, walFile);
       if (copies.length === 0) {
         const pastEnd = options.endOfArchive !== undefined && /^[0-9A-F]{24}$/.test(walFile) && walFile.slice(8) >= options.endOfArchive.slice(8, 24);
-        const later = options.detectGap && !pastEnd ? await laterOnTimeline(repo, walFile) : undefined;
-        if (later) {
+        const streamed = (options.streamed ?? options.detectGap) && !pastEnd && /^[0-9A-F]{24}$/.test(walFile);
+        const later = (options.detectGap || streamed) && !pastEnd ? await laterOnTimeline(repo, walFile) : undefined;
+        if (later && options.detectGap) {
           throw new WalGapError(
             `${walFile} is missing from the archive ${repo.description}, but later WAL of its timeline is there (${later}): a gap`,
             'recovery past a gap would stop at the wrong point; restore to a target before the gap (pgbk list shows the recoverable window), or find the missing segment (pg_wal of the old server)',
           );
+        }
+        if (streamed && !later) {
+          const newest = (await findStreamed(repo, walFile)).at(-1);
+          if (newest) {
+            await fetchTo(repo, {walFile, sha256: newest.sha256, key: newest.key, sizeBytes: newest.sizeBytes}, destPath, options.owner, newest.codec);
+            return {walFile, sha256: newest.sha256, key: newest.key, sizeBytes: newest.sizeBytes, modified: newest.modified};
+          }
         }
         throw new WalNotFoundError(`${walFile} is not in the archive ${repo.description}`);
       }
@@ -84,13 +100,15 @@ async function laterOnTimeline(repo: Repository, walFile: string): Promise<strin
   return undefined;
 }
 
-async function fetchTo(repo: Repository, copy: ArchivedWalFile, destPath: string, owner?: SegmentOwner): Promise<void> {
+/** `streamedCodec`: a streamed object (receive-store.ts), padded to its segment size after the checks. */
+async function fetchTo(repo: Repository, copy: ArchivedWalFile, destPath: string, owner?: SegmentOwner, streamedCodec?: Codec): Promise<void> {
   const temp = `${destPath}.pgbk-tmp-${randomBytes(4).toString('hex')}`;
-  const codec = codecOfWalKey(copy.key);
+  const codec = streamedCodec ?? codecOfWalKey(copy.key);
   try {
-    const stages = await openVerified(repo, copy.key, copy.sha256);
+    const stages = streamedCodec ? await openStreamed(repo, {key: copy.key, sha256: copy.sha256, codec: streamedCodec}) : await openVerified(repo, copy.key, copy.sha256);
     await pipeline([...stages, createWriteStream(temp, {flags: 'wx', mode: 0o600})] as never);
     if (owner && /^[0-9A-F]{24}(\.partial)?$/.test(copy.walFile)) await checkOwner(temp, copy, owner, repo);
+    if (streamedCodec) await padToSegmentSize(temp);
     await rename(temp, destPath);
   } catch (error) {
     await unlink(temp).catch(() => undefined);
@@ -114,6 +132,12 @@ async function checkOwner(path: string, copy: ArchivedWalFile, owner: SegmentOwn
     throw new ForeignWalError(`${copy.key} in ${repo.description} is not this cluster's WAL: ${mismatch}`,
       'another cluster archived into this repository; pgbk will not hand its WAL to PostgreSQL');
   }
+}
+
+/** A streamed segment shorter than its segment size (the header says which) is extended with zeros. */
+async function padToSegmentSize(path: string): Promise<void> {
+  const header = parseLongPageHeader(await readFileHead(path));
+  if (header && (await stat(path)).size < header.segmentSize) await truncate(path, header.segmentSize);
 }
 
 function isLocalFsError(error: unknown): boolean {
