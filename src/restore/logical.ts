@@ -33,8 +33,17 @@ export interface NeutraliseResult {
   droppedSlots: DroppedSlot[];
 }
 
-/** The server options a scratch copy starts with: no logical replication worker can run. */
-export const SCRATCH_LOGICAL_SETTINGS: Readonly<Record<string, string>> = {max_logical_replication_workers: '0'};
+/**
+ * The server options a scratch copy starts with: no logical replication worker can run, and the usual extension
+ * job schedulers run no job (a copy must not send the mails, refresh the views or purge the rows the production
+ * cluster's scheduled jobs do): pg_cron 1.5+ (cron.launch_active_jobs) and TimescaleDB (its background workers).
+ * Both are custom settings: a server without the extension keeps them as inert placeholders.
+ */
+export const SCRATCH_LOGICAL_SETTINGS: Readonly<Record<string, string>> = {
+  max_logical_replication_workers: '0',
+  'cron.launch_active_jobs': 'off',
+  'timescaledb.max_background_workers': '0',
+};
 
 const ident = (name: string): string => `"${name.replace(/"/g, '""')}"`;
 
