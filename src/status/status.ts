@@ -367,7 +367,7 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
 
   const now = options.now();
   const evaluation = evaluateStatus(facts, now);
-  const patroni = policy.strategy === 'patroni' ? await gatherPatroniStatus(policy) : undefined;
+  const patroni = policy.strategy === 'patroni' ? await gatherPatroniStatus(policy, {}, facts.repositorySystemId) : undefined;
   if (patroni) {
     const found = evaluatePatroni(patroni);
     evaluation.problems.push(...found.problems);
