@@ -96,7 +96,7 @@ export const policySchema = z.strictObject({
   }).superRefine((value, ctx) => {
     if ((value.username === undefined) !== (value.password === undefined)) {
       ctx.addIssue({code: 'custom', path: [value.username === undefined ? 'username' : 'password'],
-        message: 'give patroni.username and patroni.password together (password typically ${PATRONI_REST_PASSWORD})'});
+        message: 'give patroni.username and patroni.password together (password typically ${PGBK_PATRONI_PASSWORD})'});
     }
     value.rest_api.forEach((url, index) => {
       if (/^https?:\/\/[^/]*@/.test(url)) {
