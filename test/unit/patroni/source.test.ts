@@ -192,7 +192,7 @@ describe('policy: the patroni section', () => {
     expect(() => parsePolicy(`${base}patroni:\n  rest_api: [10.0.0.1:8008]\n`, '/p/x.yaml', {})).toThrow(/\/p\/x\.yaml:7: patroni\.rest_api\.0: expected a REST API base URL/);
   });
   it('takes https URLs, ca_file, insecure and basic auth; refuses half the credentials, credentials in a URL and a relative ca_file', () => {
-    const policy = parsePolicy(`${base}patroni:\n  rest_api: [https://a:8008]\n  ca_file: /etc/pgbk/ca.pem\n  username: pgbk\n  password: \${PATRONI_REST_PASSWORD}\n`, '/p/x.yaml', {PATRONI_REST_PASSWORD: 'pw'});
+    const policy = parsePolicy(`${base}patroni:\n  rest_api: [https://a:8008]\n  ca_file: /etc/pgbk/ca.pem\n  username: pgbk\n  password: \${PGBK_PATRONI_PASSWORD}\n`, '/p/x.yaml', {PGBK_PATRONI_PASSWORD: 'pw'});
     expect(policy.patroni).toEqual({restApi: ['https://a:8008'], maximumLagOnFailover: 1_048_576, insecure: false, caFile: '/etc/pgbk/ca.pem', username: 'pgbk', password: 'pw'});
     expect(parsePolicy(`${base}patroni:\n  rest_api: [https://a:8008]\n  insecure: true\n`, '/p/x.yaml', {}).patroni?.insecure).toBe(true);
     expect(() => parsePolicy(`${base}patroni:\n  rest_api: [https://a:8008]\n  username: pgbk\n`, '/p/x.yaml', {})).toThrow(/x\.yaml:\d+: patroni\.password: give patroni\.username and patroni\.password together/);
