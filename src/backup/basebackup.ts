@@ -42,7 +42,7 @@ export interface BackupDeps {
 export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
   const {policy, repo} = deps;
   // replica: a standby (the primary archives its WAL); else the policy's server.
-  const source = await resolveBackupSource(policy);
+  const source = await resolveBackupSource(policy, {systemId: deps.identity?.systemId});
   const conn = splitPassword(source.url);
   const started = deps.now();
   const server = await withClient(source.url, async (client) => {

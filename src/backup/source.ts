@@ -18,13 +18,16 @@ export interface BackupSource {
 export interface SourceDeps {
   /** Where the fallback is reported (default: stderr). */
   warn?: (line: string) => void;
+  /** The repository's database system: patroni members reporting another one are not trusted as source. */
+  systemId?: string;
 }
 
 export async function resolveBackupSource(policy: Policy, deps: SourceDeps = {}): Promise<BackupSource> {
   const warn = deps.warn ?? ((line: string) => void process.stderr.write(`pgbk: warning: ${line}\n`));
   if (policy.strategy === 'patroni') {
     // Leader and replicas from Patroni's REST API: a healthy replica within maximum_lag_on_failover, else the leader.
-    const patroni = await (await import('../patroni/source.js')).resolvePatroniSource(policy);
+    const patroni = await (await import('../patroni/source.js')).resolvePatroniSource(policy, {}, deps.systemId);
+    for (const line of patroni.refused) warn(line);
     if (patroni.role === 'leader') {
       warn(patroni.reason);
       return {url: patroni.url, role: 'primary'};

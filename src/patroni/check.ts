@@ -4,8 +4,8 @@
 import type {Client} from 'pg';
 import type {Policy} from '../policy/types.js';
 import type {CheckResult} from '../status/check.js';
-import {fetchCluster, isLeader, type PatroniCluster, type PatroniMember, type RestOptions} from './rest.js';
-import {describeMembers, findLeader} from './source.js';
+import {fetchCluster, fetchNode, isLeader, memberApiBase, restOptionsFor, type PatroniCluster, type PatroniMember, type RestOptions} from './rest.js';
+import {describeMembers, findLeader, memberSystemRefusal} from './source.js';
 
 export interface ServerIdentity {
   inRecovery: boolean;
@@ -43,19 +43,47 @@ export async function patroniChecks(policy: Policy, client: Client, options: Res
       fix: 'add to the policy: patroni: {rest_api: [http://<member>:8008, ...]} (restapi.connect_address of each member)'}];
   }
   let cluster: PatroniCluster;
+  let rest: RestOptions;
   try {
-    cluster = await fetchCluster(policy.patroni.restApi, options);
+    rest = {...restOptionsFor(policy.patroni), ...options};
+    cluster = await fetchCluster(policy.patroni.restApi, rest);
   } catch (error) {
     return [{name: 'patroni', status: 'fail', detail: (error as Error).message,
       fix: 'check patroni.rest_api in the policy and that Patroni runs; the REST API must be reachable from this host'}];
   }
-  const {rows} = await client.query(`select pg_is_in_recovery() as in_recovery, host(inet_server_addr()) as address, inet_server_port() as port`);
+  const {rows} = await client.query(`select pg_is_in_recovery() as in_recovery, host(inet_server_addr()) as address, inet_server_port() as port,
+    (select system_identifier::text from pg_control_system()) as system_id`);
   const server: ServerIdentity = {inRecovery: rows[0].in_recovery, address: rows[0].address ?? null, port: rows[0].port ?? null};
   const replicas = cluster.members.filter((m: PatroniMember) => !isLeader(m));
   return [
     {name: 'patroni', status: 'ok', detail: `${cluster.source}/cluster: ${describeMembers(cluster)}${replicas.length === 0 ? ' (no replica: backups read from the leader)' : ''}`},
     connectionRoleCheck(policy.postgres.url, server, cluster),
+    await systemIdentifierCheck(cluster, String(rows[0].system_id), rest),
   ];
+}
+
+/** Every member's GET /patroni database_system_identifier against the server postgres.url reaches. */
+async function systemIdentifierCheck(cluster: PatroniCluster, serverSystemId: string, rest: RestOptions): Promise<CheckResult> {
+  const reports = await Promise.all(cluster.members.map(async (member) => {
+    const base = memberApiBase(member);
+    const node = base ? await fetchNode(base, rest).catch(() => undefined) : undefined;
+    return {member, base: base ?? member.name, systemId: node?.systemId};
+  }));
+  return systemIdentifierVerdict(reports, serverSystemId);
+}
+
+/** Pure: the verdict on the members' system identifiers (undefined: the member did not report one). */
+export function systemIdentifierVerdict(reports: Array<{member: Pick<PatroniMember, 'name'>; base: string; systemId: string | undefined}>, serverSystemId: string): CheckResult {
+  const name = 'patroni system identifier';
+  const expected = {systemId: serverSystemId, of: 'the server postgres.url reaches'};
+  const refusals = reports.map((r) => (r.systemId === undefined ? undefined : memberSystemRefusal(r.member, r.base, r.systemId, expected))).filter((r): r is string => r !== undefined);
+  const silent = reports.filter((r) => r.systemId === undefined).map((r) => r.member.name);
+  if (refusals.length > 0) {
+    return {name, status: 'fail', detail: refusals.join('; '),
+      fix: 'patroni.rest_api must list the members of the cluster postgres.url reaches; a member of another system is never used as backup source'};
+  }
+  const agreeing = reports.length - silent.length;
+  return {name, status: 'ok', detail: `${agreeing} member${agreeing === 1 ? '' : 's'} report database system ${serverSystemId}, as pg_control_system() does${silent.length ? `; not reported by ${silent.join(', ')} (not running?)` : ''}`};
 }
 
 function hostPort(url: string): {host: string; port: number} | undefined {

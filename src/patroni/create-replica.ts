@@ -19,7 +19,7 @@ import {checkDestination, layOutDataDirectory} from '../restore/layout.js';
 import type {RestorePlan} from '../restore/plan.js';
 import type {Repository} from '../storage/repository.js';
 import {PatroniError} from './errors.js';
-import {fetchNode, memberApiBase, fetchCluster, type RestOptions} from './rest.js';
+import {fetchNode, memberApiBase, fetchCluster, restOptionsFor, type RestOptions} from './rest.js';
 
 export interface CreateReplicaRequest {
   scope?: string;
@@ -78,6 +78,7 @@ export async function createReplicaFromBackup(request: CreateReplicaRequest, dep
  */
 async function checkBackupBelongsToCluster(backup: BackupManifest, scope: string | undefined, policy: Policy, rest?: RestOptions): Promise<string> {
   if (!policy.patroni) return 'no patroni.rest_api in the policy: scope and system identifier not checked';
+  rest = {...restOptionsFor(policy.patroni), ...rest};
   let node: Awaited<ReturnType<typeof fetchNode>> | undefined;
   const failures: string[] = [];
   for (const api of policy.patroni.restApi) {

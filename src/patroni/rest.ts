@@ -1,6 +1,14 @@
 // Patroni's REST API, read-only: GET /cluster (members, roles, lag), GET /patroni (this node, system id) and the
 // health endpoints HAProxy checks (GET /primary, GET /replica: 200 or 503). Every request has a timeout.
+// http:// or https:// (the server's certificate verified against patroni.ca_file, else the system CAs; not at all
+// only with patroni.insecure: true), with HTTP basic auth when patroni.username/password are set. The password
+// goes into the Authorization header only: never into a URL, a message or --json.
 
+import {readFileSync} from 'node:fs';
+import {request as httpRequest} from 'node:http';
+import {Agent as HttpsAgent, request as httpsRequest} from 'node:https';
+import {PolicyError} from '../errors.js';
+import type {PatroniConfig} from '../policy/types.js';
 import {PatroniError} from './errors.js';
 
 export const DEFAULT_REST_TIMEOUT_MS = 5_000;
@@ -33,7 +41,86 @@ export interface PatroniCluster {
 
 export interface RestOptions {
   timeoutMs?: number;
+  /** Test seam: requests go through this instead of node:http(s) (TLS and auth options are then not used). */
   fetch?: typeof fetch;
+  /** For https:// URLs: the CA to verify against (patroni.ca_file), or no verification (patroni.insecure). */
+  agent?: HttpsAgent;
+  /** `Basic <base64>`: sent with every request. */
+  authorization?: string;
+}
+
+/** The REST options a policy's patroni section asks for; an unreadable ca_file is bad input (exit 2). */
+export function restOptionsFor(config: Pick<PatroniConfig, 'caFile' | 'insecure' | 'username' | 'password'>): RestOptions {
+  let ca: Buffer | undefined;
+  if (config.caFile) {
+    try {
+      ca = readFileSync(config.caFile);
+    } catch (error) {
+      throw new PolicyError(`patroni.ca_file ${config.caFile}: cannot read it (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`,
+        'give the PEM file of the CA that signed the Patroni REST API certificates (restapi.certfile), readable by the user pgbk runs as');
+    }
+  }
+  return {
+    ...(ca || config.insecure ? {agent: new HttpsAgent({...(ca ? {ca} : {}), rejectUnauthorized: !config.insecure})} : {}),
+    ...(config.username !== undefined ? {authorization: basicAuthorization(config.username, config.password ?? '')} : {}),
+  };
+}
+
+export function basicAuthorization(username: string, password: string): string {
+  return `Basic ${Buffer.from(`${username}:${password}`, 'utf8').toString('base64')}`;
+}
+
+const TLS_TRUST_CODES = new Set([
+  'DEPTH_ZERO_SELF_SIGNED_CERT', 'SELF_SIGNED_CERT_IN_CHAIN', 'UNABLE_TO_VERIFY_LEAF_SIGNATURE', 'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_GET_ISSUER_CERT', 'CERT_UNTRUSTED', 'CERT_SIGNATURE_FAILURE', 'CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID', 'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
+/** Why a request failed, in words; a certificate problem names the key that fixes it. */
+export function describeRequestError(error: unknown): string {
+  const err = error as NodeJS.ErrnoException & {cause?: {code?: string; message?: string}};
+  const code = err.code ?? err.cause?.code;
+  if (code && TLS_TRUST_CODES.has(code)) {
+    return `the server's TLS certificate is not trusted (${code}): set patroni.ca_file to the CA that signed it (patroni.insecure: true skips the check)`;
+  }
+  if (code === 'EPROTO' || /wrong version number|packet length too long/i.test(err.message ?? '')) return `TLS handshake failed (${code ?? err.message}): does the URL's scheme (http/https) match restapi.certfile?`;
+  return code ?? err.cause?.message ?? err.message;
+}
+
+/** What a 401/403 means for the policy. */
+export function describeStatus(url: string, status: number, authorization: boolean): string {
+  if (status === 401) {
+    return `${url} answered 401 Unauthorized: ${authorization ? 'patroni.username/patroni.password were refused' : 'it asks for credentials: set patroni.username and patroni.password'}`;
+  }
+  if (status === 403) return `${url} answered 403 Forbidden (restapi.allowlist, or a client certificate required)`;
+  return `${url} answered ${status}`;
+}
+
+/** One GET with node:http(s): status and body text; rejects on a network/TLS error or after timeoutMs. */
+function nodeGet(url: string, options: RestOptions, timeoutMs: number): Promise<{status: number; text: string}> {
+  return new Promise((resolve, reject) => {
+    const https = url.startsWith('https:');
+    const headers: Record<string, string> = {accept: 'application/json', ...(options.authorization ? {authorization: options.authorization} : {})};
+    const req = (https ? httpsRequest : httpRequest)(url, {method: 'GET', headers, ...(https && options.agent ? {agent: options.agent} : {})}, (res) => {
+      const chunks: Buffer[] = [];
+      let size = 0;
+      res.on('data', (chunk: Buffer) => {
+        size += chunk.length;
+        if (size > 4 * 1024 * 1024) req.destroy(new Error('answer larger than 4 MiB'));
+        else chunks.push(chunk);
+      });
+      res.on('end', () => {
+        clearTimeout(timer);
+        resolve({status: res.statusCode ?? 0, text: Buffer.concat(chunks).toString('utf8')});
+      });
+      res.on('error', reject);
+    });
+    const timer = setTimeout(() => req.destroy(Object.assign(new Error('timeout'), {name: 'TimeoutError'})), timeoutMs);
+    req.on('error', (error) => {
+      clearTimeout(timer);
+      reject(error);
+    });
+    req.end();
+  });
 }
 
 const isLeaderRole = (role: string) => role === 'leader' || role === 'master' || role === 'primary' || role === 'standby_leader';
@@ -67,28 +154,29 @@ export function parseCluster(body: unknown, source: string): PatroniCluster {
 }
 
 async function getJson(url: string, options: RestOptions): Promise<{status: number; body: unknown}> {
-  const doFetch = options.fetch ?? fetch;
   const timeoutMs = options.timeoutMs ?? DEFAULT_REST_TIMEOUT_MS;
-  let response: Response;
+  let status: number;
+  let text: string;
   try {
-    response = await doFetch(url, {signal: AbortSignal.timeout(timeoutMs), headers: {accept: 'application/json'}});
+    if (options.fetch) {
+      const headers: Record<string, string> = {accept: 'application/json', ...(options.authorization ? {authorization: options.authorization} : {})};
+      const response = await options.fetch(url, {signal: AbortSignal.timeout(timeoutMs), headers});
+      status = response.status;
+      text = await response.text();
+    } else {
+      ({status, text} = await nodeGet(url, options, timeoutMs));
+    }
   } catch (error) {
-    const reason = (error as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs / 1000}s` : describeFetchError(error);
+    const reason = (error as Error).name === 'TimeoutError' ? `no answer within ${timeoutMs / 1000}s` : describeRequestError(error);
     throw new PatroniError(`GET ${url}: ${reason}`, undefined, {cause: error});
   }
-  const text = await response.text();
   let body: unknown;
   try {
     body = text ? JSON.parse(text) : undefined;
   } catch {
     body = undefined;
   }
-  return {status: response.status, body};
-}
-
-function describeFetchError(error: unknown): string {
-  const cause = (error as {cause?: {code?: string; message?: string}}).cause;
-  return cause?.code ?? cause?.message ?? (error as Error).message;
+  return {status, body};
 }
 
 /** GET /cluster from the first REST API that answers; throws naming each one that did not. */
@@ -98,7 +186,7 @@ export async function fetchCluster(restApi: readonly string[], options: RestOpti
     try {
       const {status, body} = await getJson(`${base}/cluster`, options);
       if (status !== 200) {
-        failures.push(`${base}/cluster answered ${status}`);
+        failures.push(describeStatus(`${base}/cluster`, status, options.authorization !== undefined));
         continue;
       }
       return parseCluster(body, base);
@@ -131,6 +219,7 @@ export async function healthCheck(apiBase: string, role: 'primary' | 'replica', 
 /** GET /patroni of a node: its scope and the cluster's system identifier. */
 export async function fetchNode(apiBase: string, options: RestOptions = {}): Promise<{scope?: string; systemId?: string; role?: string; timeline?: number}> {
   const {status, body} = await getJson(`${apiBase}/patroni`, options);
+  if (status === 401 || status === 403) throw new PatroniError(describeStatus(`${apiBase}/patroni`, status, options.authorization !== undefined));
   if (!body || typeof body !== 'object') throw new PatroniError(`${apiBase}/patroni answered ${status} without JSON`);
   const node = body as {patroni?: {scope?: unknown}; database_system_identifier?: unknown; role?: unknown; timeline?: unknown};
   return {

@@ -28,7 +28,7 @@ export async function loadPolicy(lookup: PolicyLookup): Promise<Policy> {
   }
   const policy = parsePolicy(text, file, lookup.env);
   const mode = (await stat(file)).mode;
-  if ((mode & 0o004) !== 0 && (policy.repository.secretAccessKey || policy.repository.encryption || [policy.postgres.url, policy.replica?.standbyUrl ?? ''].some((url) => /:[^@/]*@/.test(url)) || /password\s*=/i.test(policy.replica?.primaryConninfo ?? ''))) {
+  if ((mode & 0o004) !== 0 && (policy.repository.secretAccessKey || policy.repository.encryption || policy.patroni?.password || [policy.postgres.url, policy.replica?.standbyUrl ?? ''].some((url) => /:[^@/]*@/.test(url)) || /password\s*=/i.test(policy.replica?.primaryConninfo ?? ''))) {
     process.stderr.write(`pgbk: warning: ${file} holds a secret and is readable by every user; chmod o-r it\n`);
   }
   return policy;
@@ -107,6 +107,9 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
     ...(value.patroni ? {patroni: {
       restApi: value.patroni.rest_api.map((url) => url.replace(/\/+$/, '')),
       maximumLagOnFailover: value.patroni.maximum_lag_on_failover ?? 1_048_576,
+      insecure: value.patroni.insecure ?? false,
+      ...(value.patroni.ca_file !== undefined ? {caFile: value.patroni.ca_file} : {}),
+      ...(value.patroni.username !== undefined ? {username: value.patroni.username, password: value.patroni.password} : {}),
     }} : {}),
     ...(value.replica ? {replica: {
       standbyUrl: value.replica.standby_url,

@@ -97,6 +97,23 @@ export const policySchema = z.strictObject({
   patroni: z.strictObject({
     rest_api: z.array(z.string().regex(/^https?:\/\/[^/]/, 'expected a REST API base URL such as http://10.0.0.11:8008')).min(1, 'list at least one member\'s REST API'),
     maximum_lag_on_failover: z.number().int().min(0).optional(),
+    /** https:// REST APIs: the PEM CA their certificates are verified against (default: the system CAs). */
+    ca_file: z.string().startsWith('/', 'expected an absolute path').optional(),
+    /** https:// without certificate verification: only ever as this explicit opt-out. */
+    insecure: z.boolean().optional(),
+    /** HTTP basic auth (Patroni's restapi.authentication, or a proxy in front of the REST API). */
+    username: z.string().min(1).optional(),
+    password: z.string().min(1).optional(),
+  }).superRefine((value, ctx) => {
+    if ((value.username === undefined) !== (value.password === undefined)) {
+      ctx.addIssue({code: 'custom', path: [value.username === undefined ? 'username' : 'password'],
+        message: 'give patroni.username and patroni.password together (password typically ${PGBK_PATRONI_PASSWORD})'});
+    }
+    value.rest_api.forEach((url, index) => {
+      if (/^https?:\/\/[^/]*@/.test(url)) {
+        ctx.addIssue({code: 'custom', path: ['rest_api', index], message: 'no credentials in the URL: use patroni.username and patroni.password'});
+      }
+    });
   }).optional(),
   replica: z.strictObject({
     standby_url: z.string().regex(/^postgres(ql)?:\/\//, 'expected a libpq URL such as postgresql://postgres@standby:5432/postgres').optional(),

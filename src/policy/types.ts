@@ -84,6 +84,13 @@ export interface PatroniConfig {
   restApi: string[];
   /** Bytes a replica may lag behind the leader and still be the backup source (Patroni's maximum_lag_on_failover). */
   maximumLagOnFailover: number;
+  /** PEM CA file that https:// REST APIs' certificates are verified against (default: the system CAs). */
+  caFile?: string;
+  /** https:// without certificate verification (explicit opt-out). */
+  insecure: boolean;
+  /** HTTP basic auth for the REST API; the password is never printed. */
+  username?: string;
+  password?: string;
 }
 
 export interface WalStreamingConfig {

@@ -393,7 +393,7 @@ export async function gatherStatus(policy: Policy, repo: Repository, options: Ga
     })
     : null;
   if (streaming && streaming.slotActive !== true) evaluation.warnings.push(`wal_streaming: the slot ${streaming.slot} is ${streaming.slotActive === false ? 'inactive' : 'missing'}: is pgbk wal-receive running?`);
-  const patroni = policy.strategy === 'patroni' ? await gatherPatroniStatus(policy) : undefined;
+  const patroni = policy.strategy === 'patroni' ? await gatherPatroniStatus(policy, {}, facts.repositorySystemId) : undefined;
   if (patroni) {
     const found = evaluatePatroni(patroni);
     evaluation.problems.push(...found.problems);

@@ -9,6 +9,7 @@
 
 import {spawn, execFileSync, type ChildProcess} from 'node:child_process';
 import {chmodSync, closeSync, existsSync, mkdirSync, openSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
+import {request as httpsRequest} from 'node:https';
 import {join} from 'node:path';
 import {stringify} from 'yaml';
 import {killPostmasters, sleep, forgetDir} from './cleanup.js';
@@ -85,6 +86,30 @@ function startManaged(name: string, file: string, args: string[], log: string, o
   return proc;
 }
 
+/** GET over https verified against `ca`: status and JSON body (text when not JSON), undefined when unreachable. */
+function httpsGet(url: string, ca: Buffer): Promise<{status: number; body: any} | undefined> {
+  return new Promise((resolve) => {
+    const req = httpsRequest(url, {ca, timeout: 3000}, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        let body: unknown;
+        try {
+          body = JSON.parse(text);
+        } catch {
+          body = text;
+        }
+        resolve({status: res.statusCode ?? 0, body});
+      });
+      res.on('error', () => resolve(undefined));
+    });
+    req.on('timeout', () => req.destroy());
+    req.on('error', () => resolve(undefined));
+    req.end();
+  });
+}
+
 export function tail(path: string, lines = 60): string {
   try {
     return readFileSync(path, 'utf8').split('\n').slice(-lines).join('\n');
@@ -137,6 +162,36 @@ export interface PatroniClusterOptions {
   nodes?: number;
   /** Extra policy keys. */
   policy?: Record<string, unknown>;
+  /**
+   * The REST API over https (restapi.certfile/keyfile, readable by postgres) with restapi.authentication; the
+   * members' restUrl become https://, cluster.rest() verifies against cafile, HAProxy checks over TLS.
+   */
+  restapi?: {certfile: string; keyfile: string; cafile: string; username: string; password: string};
+  /** Added to the environment of the Patroni processes (and so of PostgreSQL and its archive_command). */
+  env?: Record<string, string>;
+}
+
+/**
+ * A CA and a server certificate for 127.0.0.1 signed by it, made with openssl in `dir`, readable by postgres
+ * (the key 0600, owned by postgres).
+ */
+export function makeTestCertificates(dir: string): {cafile: string; certfile: string; keyfile: string} {
+  const ca = join(dir, 'ca.pem');
+  const caKey = join(dir, 'ca.key');
+  const certfile = join(dir, 'server.pem');
+  const keyfile = join(dir, 'server.key');
+  const csr = join(dir, 'server.csr');
+  const ext = join(dir, 'server.ext');
+  const openssl = (args: string[]) => execFileSync('openssl', args, {stdio: ['ignore', 'pipe', 'pipe'], timeout: 30_000});
+  openssl(['req', '-x509', '-newkey', 'rsa:2048', '-nodes', '-days', '2', '-subj', '/CN=pgbk test CA', '-keyout', caKey, '-out', ca]);
+  openssl(['req', '-newkey', 'rsa:2048', '-nodes', '-subj', '/CN=127.0.0.1', '-keyout', keyfile, '-out', csr]);
+  writeFileSync(ext, 'subjectAltName = IP:127.0.0.1, DNS:localhost\nbasicConstraints = CA:FALSE\nkeyUsage = digitalSignature, keyEncipherment\nextendedKeyUsage = serverAuth\n');
+  openssl(['x509', '-req', '-in', csr, '-CA', ca, '-CAkey', caKey, '-CAcreateserial', '-days', '2', '-extfile', ext, '-out', certfile]);
+  for (const file of [ca, certfile, keyfile]) chownToPostgres(file);
+  chmodSync(keyfile, 0o600);
+  chmodSync(ca, 0o644);
+  chmodSync(certfile, 0o644);
+  return {cafile: ca, certfile, keyfile};
 }
 
 /**
@@ -162,7 +217,7 @@ export async function preparePatroniCluster(options: PatroniClusterOptions = {})
     const restPort = await freePort();
     nodes.push({
       name, dir: nodeDir, dataDir: join(nodeDir, 'data'), configFile: join(nodeDir, 'patroni.yml'), log: join(nodeDir, 'patroni.log'),
-      pgPort, restPort, restUrl: `http://127.0.0.1:${restPort}`, url: `postgresql://postgres@127.0.0.1:${pgPort}/postgres`,
+      pgPort, restPort, restUrl: `${options.restapi ? 'https' : 'http'}://127.0.0.1:${restPort}`, url: `postgresql://postgres@127.0.0.1:${pgPort}/postgres`,
     });
   }
   const policyFile = join(dir, 'patroni.yaml');
@@ -182,7 +237,15 @@ export async function preparePatroniCluster(options: PatroniClusterOptions = {})
       namespace: '/pgbk-test/',
       name: node.name,
       log: {level: 'INFO'},
-      restapi: {listen: `127.0.0.1:${node.restPort}`, connect_address: `127.0.0.1:${node.restPort}`},
+      restapi: {
+        listen: `127.0.0.1:${node.restPort}`, connect_address: `127.0.0.1:${node.restPort}`,
+        ...(options.restapi ? {
+          certfile: options.restapi.certfile, keyfile: options.restapi.keyfile,
+          authentication: {username: options.restapi.username, password: options.restapi.password},
+        } : {}),
+      },
+      // Patroni's own calls to other members and patronictl verify the members' certificates against the test CA.
+      ...(options.restapi ? {ctl: {cacert: options.restapi.cafile}} : {}),
       etcd3: {hosts: [`127.0.0.1:${etcdClient}`]},
       bootstrap: {
         dcs: {
@@ -239,7 +302,7 @@ export async function preparePatroniCluster(options: PatroniClusterOptions = {})
     `  option httpchk GET ${check}`,
     '  http-check expect status 200',
     '  default-server inter 500ms fastinter 500ms downinter 1s fall 2 rise 1 on-marked-down shutdown-sessions',
-    ...nodes.map((node) => `  server ${node.name} 127.0.0.1:${node.pgPort} check port ${node.restPort}`),
+    ...nodes.map((node) => `  server ${node.name} 127.0.0.1:${node.pgPort} check port ${node.restPort}${options.restapi ? ' check-ssl verify none' : ''}`),
   ];
   writeFileSync(haproxyConfig, [
     'global',
@@ -289,7 +352,8 @@ export async function preparePatroniCluster(options: PatroniClusterOptions = {})
     },
 
     async startNode(node) {
-      node.proc = startManaged(`patroni ${node.name}`, bins.patroni, [node.configFile], node.log, {asPostgres: true, cwd: node.dir});
+      node.proc = startManaged(`patroni ${node.name}`, bins.patroni, [node.configFile], node.log,
+        {asPostgres: true, cwd: node.dir, ...(options.env ? {env: {...baseEnv(), ...options.env}} : {})});
     },
 
     async stopNode(node) {
@@ -316,6 +380,7 @@ export async function preparePatroniCluster(options: PatroniClusterOptions = {})
     },
 
     async rest(node, path) {
+      if (options.restapi) return httpsGet(`${node.restUrl}${path}`, readFileSync(options.restapi.cafile));
       try {
         const response = await fetch(`${node.restUrl}${path}`, {signal: AbortSignal.timeout(3000)});
         const text = await response.text();

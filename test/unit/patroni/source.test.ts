@@ -1,6 +1,6 @@
 import {describe, expect, it} from 'vitest';
-import {parseCluster, memberApiBase, fetchCluster, healthCheck, type PatroniCluster} from '../../../src/patroni/rest.js';
-import {chooseBackupMember, replicaCandidates, urlForMember, resolvePatroniSource} from '../../../src/patroni/source.js';
+import {parseCluster, memberApiBase, fetchCluster, fetchNode, healthCheck, restOptionsFor, describeRequestError, type PatroniCluster} from '../../../src/patroni/rest.js';
+import {chooseBackupMember, memberSystemRefusal, replicaCandidates, urlForMember, resolvePatroniSource} from '../../../src/patroni/source.js';
 import {parsePolicy} from '../../../src/policy/load.js';
 
 // GET /cluster as Patroni 3.0.2 answers it (utils.cluster_as_json).
@@ -109,6 +109,8 @@ describe('the REST API over HTTP (a fake fetch)', () => {
     answers['http://10.0.0.11:8008/cluster'] = {status: 200, body: CLUSTER_BODY};
     answers['http://10.0.0.13:8008/replica?lag=1048576'] = {status: 503};
     answers['http://10.0.0.12:8008/replica?lag=1048576'] = {status: 200};
+    answers['http://10.0.0.11:8008/patroni'] = {status: 200, body: {state: 'running', role: 'master', database_system_identifier: '7300000000000000001', patroni: {scope: 'demo'}}};
+    answers['http://10.0.0.12:8008/patroni'] = {status: 200, body: {state: 'running', role: 'replica', database_system_identifier: '7300000000000000001', patroni: {scope: 'demo'}}};
     const policy = parsePolicy([
       'strategy: patroni',
       'postgres:',
@@ -118,12 +120,64 @@ describe('the REST API over HTTP (a fake fetch)', () => {
       'patroni:',
       '  rest_api: [http://10.0.0.11:8008/]',
     ].join('\n'), '/etc/pgbk/policies/app.yaml', {});
-    expect(policy.patroni).toEqual({restApi: ['http://10.0.0.11:8008'], maximumLagOnFailover: 1_048_576});
+    expect(policy.patroni).toEqual({restApi: ['http://10.0.0.11:8008'], maximumLagOnFailover: 1_048_576, insecure: false});
     const source = await resolvePatroniSource(policy, {fetch: fakeFetch});
     expect(source).toMatchObject({
       role: 'replica', member: 'pg2', leader: 'pg1',
       url: 'postgresql://backup:pw@10.0.0.12:5432/app', leaderUrl: 'postgresql://backup:pw@10.0.0.11:5432/app',
     });
+  });
+
+  it('resolvePatroniSource: a replica of another database system is refused, naming it and both identifiers; the leader is checked against the repository', async () => {
+    answers['http://10.0.0.11:8008/cluster'] = {status: 200, body: CLUSTER_BODY};
+    answers['http://10.0.0.13:8008/replica?lag=1048576'] = {status: 503};
+    answers['http://10.0.0.12:8008/replica?lag=1048576'] = {status: 200};
+    answers['http://10.0.0.11:8008/patroni'] = {status: 200, body: {database_system_identifier: '7300000000000000001'}};
+    answers['http://10.0.0.12:8008/patroni'] = {status: 200, body: {database_system_identifier: '7399999999999999999'}};
+    const policy = parsePolicy('strategy: patroni\npostgres:\n  url: postgresql://b@haproxy:5000/app\nrepository:\n  url: file:///r\npatroni:\n  rest_api: [http://10.0.0.11:8008]\n', '/p/app.yaml', {});
+    const source = await resolvePatroniSource(policy, {fetch: fakeFetch}, '7300000000000000001');
+    expect(source).toMatchObject({role: 'leader', member: 'pg1'});
+    expect(source.refused).toHaveLength(1);
+    expect(source.refused[0]).toMatch(/^Patroni member pg2 \(http:\/\/10\.0\.0\.12:8008\/patroni\) reports database system 7399999999999999999, but the repository is database system 7300000000000000001: refused as backup source\. .*patronictl reinit/);
+    expect(source.reason).toMatch(/pg2 running, lag 2048, refused: database system identifier/);
+    // The same replica with the repository's identifier is taken.
+    answers['http://10.0.0.12:8008/patroni'] = {status: 200, body: {database_system_identifier: '7300000000000000001'}};
+    expect(await resolvePatroniSource(policy, {fetch: fakeFetch}, '7300000000000000001')).toMatchObject({role: 'replica', member: 'pg2', refused: []});
+    // A leader of another system: nothing of that cluster is this repository's (exit 2).
+    await expect(resolvePatroniSource(policy, {fetch: fakeFetch}, '7211111111111111111')).rejects.toMatchObject({
+      exitCode: 2, message: expect.stringMatching(/the Patroni leader pg1 \(http:\/\/10\.0\.0\.11:8008\/patroni\) reports database system 7300000000000000001, but the repository of policy app belongs to database system 7211111111111111111/),
+    });
+  });
+
+  it('memberSystemRefusal: same system trusted; none reported is not trusted either', () => {
+    const expected = {systemId: '1', of: 'the repository'};
+    expect(memberSystemRefusal({name: 'a'}, 'http://a:8008', '1', expected)).toBeUndefined();
+    expect(memberSystemRefusal({name: 'a'}, 'http://a:8008', undefined, expected)).toMatch(/^Patroni member a \(http:\/\/a:8008\/patroni\) reports no database_system_identifier/);
+  });
+
+  it('sends basic auth; a 401 names the keys, never the password', async () => {
+    const seen: Array<string | null> = [];
+    const authFetch = (async (_url: string, init: RequestInit) => {
+      const header = new Headers(init.headers).get('authorization');
+      seen.push(header);
+      const ok = header === `Basic ${Buffer.from('pgbk:s3cret-pw').toString('base64')}`;
+      return new Response(ok ? JSON.stringify({database_system_identifier: 42}) : 'not authenticated', {status: ok ? 200 : 401});
+    }) as unknown as typeof fetch;
+    expect(await fetchNode('https://a:8008', {...restOptionsFor({insecure: false, username: 'pgbk', password: 's3cret-pw'}), fetch: authFetch})).toEqual({systemId: '42'});
+    const wrong = fetchCluster(['https://a:8008'], {...restOptionsFor({insecure: false, username: 'pgbk', password: 'wrong-pw'}), fetch: authFetch});
+    await expect(wrong).rejects.toThrow(/https:\/\/a:8008\/cluster answered 401 Unauthorized: patroni\.username\/patroni\.password were refused/);
+    const error = await wrong.catch((e: Error) => e);
+    expect(`${error.message} ${(error as {hint?: string}).hint ?? ''}`).not.toMatch(/wrong-pw/);
+    await expect(fetchCluster(['https://a:8008'], {fetch: authFetch})).rejects.toThrow(/answered 401 Unauthorized: it asks for credentials: set patroni\.username and patroni\.password/);
+    expect(seen.at(-1)).toBeNull();
+  });
+
+  it('an unreadable ca_file is bad input (exit 2); certificate errors name the key that fixes them', () => {
+    expect(() => restOptionsFor({insecure: false, caFile: '/nonexistent/ca.pem'})).toThrow(expect.objectContaining({exitCode: 2, message: expect.stringMatching(/patroni\.ca_file \/nonexistent\/ca\.pem: cannot read it \(ENOENT\)/)}));
+    expect(restOptionsFor({insecure: true}).agent?.options.rejectUnauthorized).toBe(false);
+    expect(restOptionsFor({insecure: false}).agent).toBeUndefined();
+    expect(describeRequestError(Object.assign(new Error('self-signed certificate'), {code: 'DEPTH_ZERO_SELF_SIGNED_CERT'})))
+      .toMatch(/TLS certificate is not trusted \(DEPTH_ZERO_SELF_SIGNED_CERT\): set patroni\.ca_file/);
   });
 
   it('resolvePatroniSource without patroni.rest_api is a policy error', async () => {
@@ -136,6 +190,14 @@ describe('policy: the patroni section', () => {
   const base = 'strategy: patroni\npostgres:\n  url: postgresql://h/db\nrepository:\n  url: file:///r\n';
   it('rejects a REST API that is not an http URL, naming the key and line', () => {
     expect(() => parsePolicy(`${base}patroni:\n  rest_api: [10.0.0.1:8008]\n`, '/p/x.yaml', {})).toThrow(/\/p\/x\.yaml:7: patroni\.rest_api\.0: expected a REST API base URL/);
+  });
+  it('takes https URLs, ca_file, insecure and basic auth; refuses half the credentials, credentials in a URL and a relative ca_file', () => {
+    const policy = parsePolicy(`${base}patroni:\n  rest_api: [https://a:8008]\n  ca_file: /etc/pgbk/ca.pem\n  username: pgbk\n  password: \${PGBK_PATRONI_PASSWORD}\n`, '/p/x.yaml', {PGBK_PATRONI_PASSWORD: 'pw'});
+    expect(policy.patroni).toEqual({restApi: ['https://a:8008'], maximumLagOnFailover: 1_048_576, insecure: false, caFile: '/etc/pgbk/ca.pem', username: 'pgbk', password: 'pw'});
+    expect(parsePolicy(`${base}patroni:\n  rest_api: [https://a:8008]\n  insecure: true\n`, '/p/x.yaml', {}).patroni?.insecure).toBe(true);
+    expect(() => parsePolicy(`${base}patroni:\n  rest_api: [https://a:8008]\n  username: pgbk\n`, '/p/x.yaml', {})).toThrow(/x\.yaml:\d+: patroni\.password: give patroni\.username and patroni\.password together/);
+    expect(() => parsePolicy(`${base}patroni:\n  rest_api: [https://u:pw@a:8008]\n`, '/p/x.yaml', {})).toThrow(/patroni\.rest_api\.0: no credentials in the URL/);
+    expect(() => parsePolicy(`${base}patroni:\n  rest_api: [https://a:8008]\n  ca_file: ca.pem\n`, '/p/x.yaml', {})).toThrow(/patroni\.ca_file: expected an absolute path/);
   });
   it('takes maximum_lag_on_failover in bytes', () => {
     expect(parsePolicy(`${base}patroni:\n  rest_api: [http://a:8008]\n  maximum_lag_on_failover: 0\n`, '/p/x.yaml', {}).patroni?.maximumLagOnFailover).toBe(0);

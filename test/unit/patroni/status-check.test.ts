@@ -1,6 +1,6 @@
 import {describe, expect, it} from 'vitest';
 import {parseCluster} from '../../../src/patroni/rest.js';
-import {connectionRoleCheck} from '../../../src/patroni/check.js';
+import {connectionRoleCheck, systemIdentifierVerdict} from '../../../src/patroni/check.js';
 import {evaluatePatroni, renderPatroni, type PatroniStatus} from '../../../src/patroni/status.js';
 import {stripPgbkRecoveryBlock} from '../../../src/patroni/create-replica.js';
 
@@ -35,14 +35,31 @@ describe('check: the policy connection reaches the leader', () => {
   });
 });
 
+describe('check: the members\' system identifiers', () => {
+  const reports = (ids: Array<string | undefined>) => ids.map((systemId, index) => ({member: {name: `pg${index + 1}`}, base: `https://10.0.0.1${index + 1}:8008`, systemId}));
+  it('ok when every member that reports one agrees with pg_control_system(), naming the silent ones', () => {
+    expect(systemIdentifierVerdict(reports(['7300000000000000001', '7300000000000000001', undefined]), '7300000000000000001')).toEqual({
+      name: 'patroni system identifier', status: 'ok',
+      detail: '2 members report database system 7300000000000000001, as pg_control_system() does; not reported by pg3 (not running?)',
+    });
+  });
+  it('fails naming the member of another system and both identifiers', () => {
+    const result = systemIdentifierVerdict(reports(['7300000000000000001', '7399999999999999999']), '7300000000000000001');
+    expect(result.status).toBe('fail');
+    expect(result.detail).toMatch(/^Patroni member pg2 \(https:\/\/10\.0\.0\.12:8008\/patroni\) reports database system 7399999999999999999, but the server postgres\.url reaches is database system 7300000000000000001: refused as backup source/);
+    expect(result.fix).toMatch(/patroni\.rest_api/);
+  });
+});
+
 describe('status: the cluster', () => {
   const status = (overrides: Partial<PatroniStatus & {reachable: true}> = {}): PatroniStatus => ({
     reachable: true, source: 'http://10.0.0.11:8008', paused: false, leader: 'pg1', maximumLagOnFailover: 1024,
     backupSource: {member: 'pg2', role: 'replica', reason: 'replica pg2 is healthy and 0 bytes behind (at most 1024)'},
     members: [
-      {name: 'pg1', role: 'leader', state: 'running', host: '10.0.0.11', port: 5432, timeline: 2, lagBytes: 0},
-      {name: 'pg2', role: 'replica', state: 'streaming', host: '10.0.0.12', port: 5432, timeline: 2, lagBytes: 0},
+      {name: 'pg1', role: 'leader', state: 'running', host: '10.0.0.11', port: 5432, timeline: 2, lagBytes: 0, systemId: '7300000000000000001'},
+      {name: 'pg2', role: 'replica', state: 'streaming', host: '10.0.0.12', port: 5432, timeline: 2, lagBytes: 0, systemId: '7300000000000000001'},
     ],
+    repositorySystemId: '7300000000000000001', refused: [],
     ...overrides,
   });
 
@@ -50,11 +67,22 @@ describe('status: the cluster', () => {
     expect(evaluatePatroni(status())).toEqual({problems: [], warnings: []});
     expect(renderPatroni(status())).toEqual([
       'cluster from http://10.0.0.11:8008/cluster',
-      'MEMBER  ROLE     STATE      HOST            TL  LAG',
-      'pg1     leader   running    10.0.0.11:5432  2',
-      'pg2     replica  streaming  10.0.0.12:5432  2   0 B',
+      'MEMBER  ROLE     STATE      HOST            TL  LAG  SYSTEM',
+      'pg1     leader   running    10.0.0.11:5432  2        7300000000000000001',
+      'pg2     replica  streaming  10.0.0.12:5432  2   0 B  7300000000000000001',
       'backups read from replica pg2: replica pg2 is healthy and 0 bytes behind (at most 1024)',
     ]);
+  });
+
+  it('a member of another database system is a problem naming it and both identifiers, and marked in the table', () => {
+    const reason = 'Patroni member pg2 (http://10.0.0.12:8008/patroni) reports database system 7399999999999999999, but the repository is database system 7300000000000000001: refused as backup source. ...';
+    const members = [
+      {name: 'pg1', role: 'leader', state: 'running', host: '10.0.0.11', port: 5432, timeline: 2, lagBytes: 0, systemId: '7300000000000000001'},
+      {name: 'pg2', role: 'replica', state: 'streaming', host: '10.0.0.12', port: 5432, timeline: 2, lagBytes: 0, systemId: '7399999999999999999'},
+    ];
+    const refused = status({members, refused: [{member: 'pg2', reason}], backupSource: null});
+    expect(evaluatePatroni(refused).problems).toEqual([reason]);
+    expect(renderPatroni(refused)[3]).toBe('pg2     replica  streaming  10.0.0.12:5432  2   0 B  7399999999999999999 (other system)');
   });
 
   it('unreachable REST API and a missing leader are problems', () => {
@@ -64,9 +92,9 @@ describe('status: the cluster', () => {
 
   it('lag beyond maximum_lag_on_failover, a stopped member, another timeline, pause: warnings', () => {
     const members = [
-      {name: 'pg1', role: 'leader', state: 'running', host: 'a', port: 1, timeline: 3, lagBytes: 0},
-      {name: 'pg2', role: 'replica', state: 'streaming', host: 'b', port: 1, timeline: 2, lagBytes: 5000},
-      {name: 'pg3', role: 'replica', state: 'stopped', host: 'c', port: 1, timeline: null, lagBytes: null},
+      {name: 'pg1', role: 'leader', state: 'running', host: 'a', port: 1, timeline: 3, lagBytes: 0, systemId: '1'},
+      {name: 'pg2', role: 'replica', state: 'streaming', host: 'b', port: 1, timeline: 2, lagBytes: 5000, systemId: '1'},
+      {name: 'pg3', role: 'replica', state: 'stopped', host: 'c', port: 1, timeline: null, lagBytes: null, systemId: null},
     ];
     const {problems, warnings} = evaluatePatroni(status({members, paused: true}));
     expect(problems).toEqual([]);
