@@ -65,6 +65,6 @@ ENV PATH=/usr/lib/postgresql/${PG_MAJOR}/bin:${PATH} \
 # initdb and postgres refuse to run as root
 USER postgres
 WORKDIR /var/lib/postgresql
-EXPOSE 9187
+EXPOSE 10987
 ENTRYPOINT ["/opt/pgbk/bin/pgbk"]
-CMD ["schedule", "--listen", "0.0.0.0:9187"]
+CMD ["schedule", "--listen", "0.0.0.0:10987"]

@@ -5,13 +5,27 @@ export abstract class PgbkError extends Error {
   readonly exitCode: number = 1;
   /** Expected outcomes (a WAL file not archived) exit with their code without a message, unless --verbose. */
   readonly quiet: boolean = false;
+  /**
+   * Under --json: the command's own report (status, check, verify, drill findings), printed with the error as
+   * one document, `{...report, ok: false, error: {code, message, hint}}`.
+   */
+  report?: Record<string, unknown>;
   constructor(message: string, readonly hint?: string, options?: ErrorOptions) {
     super(message, options);
     this.name = new.target.name;
   }
+
+  /** Attaches the command's --json report (see `report`); returns this, to throw. */
+  withReport(report: Record<string, unknown>): this {
+    this.report = report;
+    return this;
+  }
 }
 
-/** Bad command-line input: unknown flag, malformed value, conflicting options. */
+/** Code of anything thrown that is not a PgbkError (a bug or an unexpected system error): exit 1. */
+export const UNEXPECTED_CODE = 'unexpected';
+
+/** Bad command-line input: unknown flag or command, malformed value, conflicting options (commander's errors too). */
 export class UsageError extends PgbkError {
   readonly code = 'usage';
   override readonly exitCode = 2;

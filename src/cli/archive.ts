@@ -8,6 +8,21 @@ import {PgbkError, RecoveryAbortError, StandbyFallbackError, WalNameError, WalNo
 import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
 
 export function registerArchiveCommands(program: Command, io: Io, globals: () => GlobalOptions): void {
+  /** Failures of the detached helpers since the last call, said once on stderr (PostgreSQL's log). */
+  const reportBackground = async () => {
+    const {reportBackgroundFailures} = await import('../wal/background-log.js');
+    await reportBackgroundFailures(io.cwd, (text) => io.stderr.write(text));
+  };
+  /** A detached helper: its stdio goes nowhere, so a failure (an unusable policy, an unreadable repository) is logged. */
+  const inBackground = async (who: 'archive-push-ahead' | 'archive-prefetch', work: () => Promise<void>) => {
+    try {
+      await work();
+    } catch (error) {
+      const {recordBackgroundFailure} = await import('../wal/background-log.js');
+      await recordBackgroundFailure(io.cwd, who, (error as Error).message);
+      throw error;
+    }
+  };
   program.command('archive-push')
     .description("archive one WAL file (archive_command = 'pgbk archive-push --policy P %p')")
     .argument('<wal-path>', 'path of the WAL file (%p)')
@@ -15,6 +30,7 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
       const walPath = resolve(io.cwd, walPathArg);
       const walFile = basename(walPath);
       (await import('../wal/name.js')).parseWalFileName(walFile);
+      await reportBackground();
       const ahead = await import('../wal/push-ahead.js');
       const {loadPolicy} = await import('../policy/load.js');
       const policy = await loadPolicy({policy: globals().policy, policiesDir: globals().policies, env: io.env, cwd: io.cwd});
@@ -41,12 +57,16 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
           }
           return identity;
         };
-        // Archived already by the background pusher, into this repository, and this is the very file it archived.
+        // Archived already by the background pusher, into this repository, and this is the very file it archived
+        // (or the pusher is on it right now: its verdict is awaited rather than the work done twice).
+        if (markers) await ahead.awaitPusher(markers, walFile);
         if (markers && (await ahead.takePushedMarker(markers, walPath, walFile, location, local ? async () => (await identityOnce()).repositoryId : undefined))) {
           await startPusher();
           if (globals().json) printJson(io, {walFile, alreadyArchived: true, pushedAhead: true});
           return;
         }
+        // The pusher (a process of its own, ~0.3 s to start) takes the segments after this one meanwhile.
+        await startPusher();
         const {pushWalFile} = await import('../wal/push.js');
         const result = await pushWalFile(repo, walPath, {compression: policy.compression, identity: identityOnce()}).catch(async (error) => {
           if (spoolDir && cached) await identities.forgetIdentity(spoolDir).catch(() => undefined);
@@ -67,11 +87,21 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
     .argument('<segment>')
     .action(async (after: string) => {
       const [{runPusher, repositoryLocation}, {requireIdentity}] = await Promise.all([import('../wal/push-ahead.js'), import('../identity/identity.js')]);
-      await withContext(globals(), io, async ({policy, repo}) => {
+      await inBackground('archive-push-ahead', () => withContext(globals(), io, async ({policy, repo}) => {
         const identity = await requireIdentity(repo, policy.name);
         const binding = {repositoryId: identity.repositoryId, location: repositoryLocation(policy.repository)};
-        await runPusher(repo, io.cwd, after, binding, {compression: policy.compression, identity});
-      });
+        await runPusher(repo, io.cwd, after, binding, {compression: policy.compression, identity}, undefined, {policyFile: policy.file});
+      }));
+    });
+
+  program.command('archive-command')
+    .description('print the archive_command to put in postgresql.conf for this policy (absolute paths; a shell fast path for segments already archived ahead)')
+    .action(async () => {
+      const [{expectedArchiveCommand}, {loadPolicy}] = await Promise.all([import('../status/check.js'), import('../policy/load.js')]);
+      const policy = await loadPolicy({policy: globals().policy, policiesDir: globals().policies, env: io.env, cwd: io.cwd});
+      const archiveCommand = expectedArchiveCommand(policy);
+      if (globals().json) printJson(io, {policy: policy.name, archiveCommand});
+      else io.stdout.write(`${archiveCommand}\n`);
     });
 
   program.command('archive-get')
@@ -86,6 +116,7 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
         throw new WalNameError(`--end-of-archive: not a WAL segment name: "${options.endOfArchive}"`);
       }
       const standby = existsSync(join(io.cwd, 'standby.signal'));
+      await reportBackground();
       try {
         await archiveGet(walName, resolve(io.cwd, destPath), standby, options.endOfArchive);
       } catch (error) {
@@ -121,12 +152,12 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
       const {parseWalFileName} = await import('../wal/name.js');
       if (parseWalFileName(requested).kind !== 'segment') return;
       const {runPrefetcher, walSegmentSizeOf} = await import('../wal/prefetch.js');
-      await withContext(globals(), io, async ({policy, repo}) => {
+      await inBackground('archive-prefetch', () => withContext(globals(), io, async ({policy, repo}) => {
         const {requireIdentity} = await import('../identity/identity.js');
         const identity = await requireIdentity(repo, policy.name);
         const segmentSize = await walSegmentSizeOf(io.cwd, policy.postgres.binDir);
         await runPrefetcher(repo, io.cwd, requested, {segmentSize, owner: identity});
-      });
+      }));
     });
 }
 

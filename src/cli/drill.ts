@@ -29,14 +29,14 @@ export function registerDrillCommand(program: Command, io: Io, globals: () => Gl
             if (globals().verbose) io.stderr.write(`pgbk: drill: ${line}\n`);
           },
         });
-        if (globals().json) printJson(io, report);
-        else io.stdout.write(renderReport(report));
+        if (!globals().json) io.stdout.write(renderReport(report));
         if (!report.ok) {
           const why = failures(report);
           throw new DrillFailedError(`drill ${report.id} failed: ${why.join('; ')}`, {
             hint: `the report is stored in the repository as drills/${report.id}.json; rerun with --verbose to follow each step`,
-          });
+          }).withReport({...report});
         }
+        if (globals().json) printJson(io, report);
       });
     });
 }

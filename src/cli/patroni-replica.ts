@@ -4,7 +4,7 @@
 
 import type {Command} from 'commander';
 import {formatBytes} from '../util/progress.js';
-import {redactUrl} from '../pg/conninfo.js';
+import {redactConninfo} from '../pg/conninfo.js';
 import {UsageError} from '../errors.js';
 import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
 
@@ -44,9 +44,4 @@ export function registerPatroniReplicaCommand(program: Command, io: Io, globals:
           'Patroni starts it as a replica\n');
       });
     });
-}
-
-/** conninfo may be key=value (Patroni's format) or a URL: hide any password. */
-function redactConninfo(conninfo: string): string {
-  return /^postgres(ql)?:\/\//.test(conninfo) ? redactUrl(conninfo) : conninfo.replace(/(password\s*=\s*)('(?:[^'\\]|\\.)*'|\S+)/gi, '$1***');
 }

@@ -4,10 +4,11 @@ import {Command, Option} from 'commander';
 import {NothingToRestoreError, TargetError, UsageError} from '../errors.js';
 import {readCatalog, catalogScopeOf} from '../backup/manifest.js';
 import type {RestorePlan} from '../restore/plan.js';
-import {describeTarget, parseTarget, targetToJson, type TargetOptions} from '../restore/target.js';
+import {describeTarget, parseTarget, parseTargetBehaviour, targetToJson, type TargetBehaviour, type TargetOptions} from '../restore/target.js';
 import {formatBytes} from '../util/progress.js';
 import {redactUrl} from '../pg/conninfo.js';
 import {withContext, printJson, type GlobalOptions, type Io} from './context.js';
+import {durationFlag} from './options.js';
 
 interface RestoreOptions extends TargetOptions {
   to?: string;
@@ -22,6 +23,8 @@ interface RestoreOptions extends TargetOptions {
   archiveMode?: 'preserve' | 'off';
   standby?: boolean;
   primaryConninfo?: string;
+  targetAction?: string;
+  targetExclusive?: boolean;
 }
 
 export function addTargetOptions(command: Command): Command {
@@ -30,7 +33,8 @@ export function addTargetOptions(command: Command): Command {
     .option('--target-lsn <lsn>', 'recover to this WAL location (X/Y)')
     .option('--target-xid <xid>', 'recover to the commit of this transaction')
     .option('--target-name <name>', 'recover to this restore point (pg_create_restore_point)')
-    .option('--latest', 'recover to the end of the archived WAL (default)');
+    .option('--latest', 'recover to the end of the archived WAL (default)')
+    .option('--target <immediate>', 'immediate: stop as soon as the backup is consistent (recovery_target = \'immediate\')');
 }
 
 export function registerRestoreCommand(program: Command, io: Io, globals: () => GlobalOptions): void {
@@ -42,15 +46,19 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
     .addOption(new Option('--archive-mode <mode>', 'off: the restored server does not archive (a side copy); preserve: once promoted it archives its new timeline into the repository with the original archive_command (a replacement primary)')
       .choices(['preserve', 'off']).default('off'))
     .option('--target-timeline <tli>', 'timeline to recover along: a number, current (the backup\'s) or latest (the most recently archived); default: the one the policy\'s server is on, else the most recently archived')
-    .option('--start', 'start the restored server, wait until it reaches the target and is promoted')
-    .addOption(new Option('--port <n>', 'port for --start').default('5432'))
-    .option('--timeout <seconds>', 'with --start: how long to wait for recovery', '3600')
+    .addOption(new Option('--target-action <action>', 'what the server does at the target: promote (accept writes), pause (stay in recovery, read-only, for inspection), shutdown')
+      .choices(['promote', 'pause', 'shutdown']))
+    .option('--target-exclusive', 'stop just before the target (time, LSN, xid) instead of just after it')
+    .option('--start', 'start the restored server, wait until it reaches the target and promotes, pauses or shuts down there')
+    .option('--port <n>', 'port for --start (default: a free port on 127.0.0.1, printed)')
+    .option('--timeout <duration>', 'with --start: how long to wait for recovery (30m, 2h...)', '1h')
     .option('--dry-run', 'print the plan, write nothing')
     .option('--force', 'replace the contents of a non-empty --to')
     .option('--standby', 'lay out a standby (standby.signal, primary_conninfo) that follows the primary instead of promoting; no target')
     .option('--primary-conninfo <conninfo>', "with --standby: the standby's primary_conninfo (default: replica.primary_conninfo, else postgres.url, without password)")
     .action(async (options: RestoreOptions) => {
       const target = parseTarget(options);
+      const behaviour = parseTargetBehaviour(options, target);
       if (options.standby || options.primaryConninfo !== undefined) {
         const {checkStandbyOptions} = await import('../replica/restore.js');
         checkStandbyOptions(options, target);
@@ -60,8 +68,10 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         throw new TargetError(`--target-timeline "${timeline}" is not a timeline`, 'give a timeline number (as in pgbk list), current or latest');
       }
       if (options.to && options.toDb) throw new UsageError('give either --to (physical backups) or --to-db (dumps), not both');
-      const port = Number(options.port);
-      if (options.start && (!Number.isInteger(port) || port < 1 || port > 65535)) throw new UsageError(`--port "${options.port}" is not a port number`);
+      const timeoutSeconds = durationFlag('--timeout', options.timeout ?? '1h', {minSeconds: 1});
+      const port = options.port === undefined ? undefined : Number(options.port);
+      if (port !== undefined && (!Number.isInteger(port) || port < 1 || port > 65535 || !/^\d+$/.test(options.port!))) throw new UsageError(`--port "${options.port}" is not a port number`);
+      if (port !== undefined && !options.start) throw new UsageError('--port applies to --start only', 'add --start, or start the server yourself with pg_ctl -D <dir> -o "-p <port>" start');
       await withContext(globals(), io, async ({policy, repo}) => {
         if (policy.strategy === 'dump') {
           if (!options.toDb) throw new UsageError(`policy ${policy.name} uses the dump strategy: restore with --to-db <conninfo>`);
@@ -77,22 +87,32 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         const {choice, plan} = await prepareRestore(repo, policy, catalog, target, {
           targetTimeline: timeline, backupId: options.backup, commitTimes: target.kind === 'time' || target.kind === 'latest', standby: Boolean(options.standby),
         });
+        if (target.kind === 'xid' && !options.standby) {
+          const {checkXidReachable} = await import('../restore/xid.js');
+          const warning = await checkXidReachable(policy, target, choice.timeline, plan.backup);
+          if (warning) plan.warnings.push(warning);
+        }
         for (const warning of plan.warnings) io.stderr.write(`pgbk: warning: ${warning}\n`);
         if (!globals().json && !options.standby) io.stdout.write(`timeline: ${choice.timeline} (${choice.reason})\n`);
         if (options.dryRun) {
-          renderPlan(plan, options.to, io, globals().json, choice);
+          renderPlan(plan, options.to, io, globals().json, choice, behaviour);
           return;
         }
         const standby = options.standby ? (await import('../replica/restore.js')).standbyRecovery(policy, options.primaryConninfo, io) : undefined;
         const archiveMode = options.archiveMode ?? 'off';
-        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: standby ? 'latest' : String(choice.timeline), archiveMode, ...(standby ? {standby} : {})});
+        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: standby ? 'latest' : String(choice.timeline), archiveMode, behaviour, ...(standby ? {standby} : {})});
         let started;
         if (options.start) {
           const {startRestored} = await import('../restore/start.js');
-          started = await startRestored({dataDir: layout.dataDir, port, binDir: policy.postgres.binDir, timeoutMs: Number(options.timeout) * 1000});
+          started = await startOnPort(port, (chosen) => startRestored({
+            dataDir: layout.dataDir, port: chosen, binDir: policy.postgres.binDir, timeoutMs: timeoutSeconds * 1000,
+            action: target.kind === 'latest' ? 'promote' : behaviour.action, url: policy.postgres.url,
+          }), port === undefined ? (chosen) => {
+            if (!globals().json) io.stdout.write(`port: ${chosen} (free on 127.0.0.1; give --port to choose)\n`);
+          } : undefined);
         }
         if (globals().json) {
-          printJson(io, {backup: plan.backup.id, target: targetToJson(target), timeline: standby ? null : {timeline: choice.timeline, reason: choice.reason}, archiveMode, dataDir: layout.dataDir, fetchedBytes: layout.fetchedBytes, fetchMs: layout.fetchMs, started: started ?? null,
+          printJson(io, {backup: plan.backup.id, target: targetToJson(target), targetAction: target.kind === 'latest' ? 'promote' : behaviour.action, targetExclusive: behaviour.exclusive, timeline: standby ? null : {timeline: choice.timeline, reason: choice.reason}, archiveMode, dataDir: layout.dataDir, fetchedBytes: layout.fetchedBytes, fetchMs: layout.fetchMs, started: started ?? null,
             ...(standby ? {standby: {primaryConninfo: standby.primaryConninfoShown}} : {})});
           return;
         }
@@ -106,19 +126,40 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
           ? 'archiving: off (a side copy: it never archives into the repository; give --archive-mode preserve for a replacement primary)\n'
           : 'archiving: preserve (once promoted, the server archives its new timeline into the repository)\n');
         if (started) {
-          io.stdout.write(`server started on port ${started.port} and promoted${started.newTimeline ? ` on timeline ${started.newTimeline}` : ''}\n`);
+          io.stdout.write(started.state === 'promoted'
+            ? `server started on port ${started.port} and promoted${started.newTimeline ? ` on timeline ${started.newTimeline}` : ''}\n`
+            : started.state === 'paused'
+              ? `server started on port ${started.port}, paused at the target, in recovery (read-only): inspect it, then select pg_wal_replay_resume() to promote it, or stop it\n`
+              : `server shut down at the target (pg_control: shut down in recovery); recovery.signal stays: the next start replays to the target again\n`);
           if (started.stoppedAt) io.stdout.write(`point reached: ${started.stoppedAt}\n`);
+          if (started.replayedTo) io.stdout.write(`WAL replayed up to ${started.replayedTo}\n`);
           if (started.lastTransactionAt) io.stdout.write(`last replayed transaction: ${started.lastTransactionAt}\n`);
           if (started.redoDoneAt) io.stdout.write(`redo done at ${started.redoDoneAt}\n`);
         } else {
-          io.stdout.write(`start it with: pg_ctl -D ${layout.dataDir} -o "-p <port>" start   (it replays WAL to the target and promotes)\n`);
+          io.stdout.write(`start it with: pg_ctl -D ${layout.dataDir} -o "-p <port>" start   (it replays WAL to the target and ${actionWords(target.kind === 'latest' ? 'promote' : behaviour.action)})\n`);
         }
       });
     });
 }
 
-function renderPlan(plan: RestorePlan, to: string, io: Io, json: boolean | undefined, choice: {timeline: number; reason: string}): void {
+/** What the server does at the target, in words. */
+function actionWords(action: TargetBehaviour['action']): string {
+  return action === 'promote' ? 'promotes' : action === 'pause' ? 'pauses there, in recovery' : 'shuts down there';
+}
+
+/** --start on the given port, or on a free loopback port (the restored server listens on 127.0.0.1 only). */
+async function startOnPort<T>(given: number | undefined, start: (port: number) => Promise<T>, announce?: (port: number) => void): Promise<T> {
+  if (given !== undefined) return start(given);
+  const {freeLoopbackPort} = await import('../util/net.js');
+  const port = await freeLoopbackPort();
+  announce?.(port);
+  return start(port);
+}
+
+function renderPlan(plan: RestorePlan, to: string, io: Io, json: boolean | undefined, choice: {timeline: number; reason: string}, behaviour: TargetBehaviour): void {
+  const action = plan.target.kind === 'latest' ? 'promote' : behaviour.action;
   const value = {
+    targetAction: action, targetExclusive: behaviour.exclusive,
     timeline: {timeline: choice.timeline, reason: choice.reason}, warnings: plan.warnings,
     backup: plan.backup.id, backupStopTime: plan.backup.stopTime, backupStopLsn: plan.backup.stopLsn,
     target: targetToJson(plan.target), to, fetchBytes: plan.fetchBytes, walFrom: plan.walFrom, walTo: plan.walTo ?? null,
@@ -132,7 +173,7 @@ function renderPlan(plan: RestorePlan, to: string, io: Io, json: boolean | undef
     `  backup:  ${plan.backup.id} (consistent from ${plan.backup.stopTime}, LSN ${plan.backup.stopLsn}, timeline ${plan.backup.timeline})`,
     `  fetch:   ${formatBytes(plan.fetchBytes)} of backup into ${to}`,
     `  WAL:     from ${plan.walFrom}${plan.walTo ? ` up to ${plan.walTo} at most` : ''}, fetched by restore_command as recovery needs it`,
-    `  target:  ${describeTarget(plan.target)} along timeline ${choice.timeline}, then promote`,
+    `  target:  ${describeTarget(plan.target)}${behaviour.exclusive ? ' (exclusive: stop just before it)' : ''} along timeline ${choice.timeline}, then ${action}`,
     '',
   ].join('\n'));
 }

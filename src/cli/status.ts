@@ -1,14 +1,13 @@
 // pgbk status: per policy, last backup, archive and replication lag, the recoverable window, objectives met or not.
 // Every policy in the policies directory when --policy (and PGBK_POLICY) is absent. Exit 1 when anything is missed.
 
-import {readdir} from 'node:fs/promises';
-import {join} from 'node:path';
 import type {Command} from 'commander';
 import {PgbkError, PolicyError} from '../errors.js';
 import {loadPolicy, policiesDirectory} from '../policy/load.js';
 import {formatDuration} from '../policy/duration.js';
 import type {Policy} from '../policy/types.js';
 import {openRepository} from '../storage/open.js';
+import {policyFiles} from '../scheduler/policies.js';
 import {formatBytes} from '../util/progress.js';
 import type {PolicyStatus} from '../status/status.js';
 import {renderPatroni} from '../patroni/status.js';
@@ -22,17 +21,11 @@ export async function loadPolicies(options: GlobalOptions, io: Io): Promise<{sin
   const lookup = {policy: options.policy, policiesDir: options.policies, env: io.env, cwd: io.cwd};
   if (options.policy ?? io.env.PGBK_POLICY) return {single: true, loaded: [{ok: true, policy: await loadPolicy(lookup)}]};
   const dir = policiesDirectory(lookup);
-  let names: string[];
-  try {
-    names = (await readdir(dir)).filter((name) => /\.ya?ml$/.test(name)).sort();
-  } catch (error) {
-    throw new PolicyError(`cannot read the policies directory ${dir}: ${(error as NodeJS.ErrnoException).code ?? (error as Error).message}`,
-      'pass --policy <name|path>, or --policies <dir> (or PGBK_POLICIES)');
-  }
-  if (names.length === 0) throw new PolicyError(`no policy files (*.yaml) in ${dir}`, 'pass --policy <name|path>, or --policies <dir> (or PGBK_POLICIES)');
+  const files = await policyFiles(dir);
+  if (files.length === 0) throw new PolicyError(`no policy files (*.yaml, *.yml) in ${dir}`, 'pass --policy <name|path>, or --policies <dir> (or PGBK_POLICIES)');
   const loaded: LoadedPolicy[] = [];
-  for (const name of names) {
-    const file = join(dir, name);
+  for (const file of files) {
+    const name = file.slice(file.lastIndexOf('/') + 1);
     try {
       loaded.push({ok: true, policy: await loadPolicy({policy: file, env: io.env, cwd: io.cwd})});
     } catch (error) {
@@ -65,18 +58,19 @@ export function registerStatusCommand(program: Command, io: Io, globals: () => G
         }
       }
       const failed = [...invalid.map((entry) => entry.policy), ...statuses.filter((status) => !status.ok).map((status) => status.policy)];
-      if (globals().json) {
-        printJson(io, {ok: failed.length === 0, time: io.now().toISOString(), policies: [...statuses, ...invalid]});
-      } else {
-        io.stdout.write(renderStatus(statuses, invalid, io.now()));
-      }
-      // An invalid policy file is bad input (exit 2) even among good ones; the others are still reported above.
+      const document = {time: io.now().toISOString(), policies: [...statuses, ...invalid]};
+      if (!globals().json) io.stdout.write(renderStatus(statuses, invalid, io.now()));
+      // An invalid policy file is bad input (exit 2) even among good ones; the others are still reported above
+      // (under --json: in the error's document).
       if (invalid.length > 0) {
-        throw new PolicyError(`invalid policy ${invalid.length === 1 ? 'file' : 'files'}: ${invalid.map((entry) => entry.problems[0]!.replace(/^invalid policy file: /, '')).join('; ')}`);
+        throw new PolicyError(`invalid policy ${invalid.length === 1 ? 'file' : 'files'}: ${invalid.map((entry) => entry.problems[0]!.replace(/^invalid policy file: /, '')).join('; ')}`)
+          .withReport(document);
       }
       if (failed.length > 0) {
-        throw new ObjectivesMissedError(`${failed.length === 1 ? 'policy' : 'policies'} ${failed.join(', ')}: objective missed or something broken (see above)`);
+        throw new ObjectivesMissedError(`${failed.length === 1 ? 'policy' : 'policies'} ${failed.join(', ')}: objective missed or something broken (see above)`)
+          .withReport(document);
       }
+      if (globals().json) printJson(io, {ok: true, ...document});
     });
 }
 

@@ -23,8 +23,9 @@ export function registerVerifyCommand(program: Command, io: Io, globals: () => G
           onProblem: json ? undefined : (problem) => io.stdout.write(`problem: ${problem.object}: ${problem.message}\n`),
         });
         const seconds = (Date.now() - started) / 1000;
+        const document = {policy: policy.name, ...report, durationMs: Math.round(seconds * 1000)};
         if (json) {
-          printJson(io, {policy: policy.name, ...report, ok: report.problems.length === 0, durationMs: Math.round(seconds * 1000)});
+          if (report.problems.length === 0) printJson(io, {...document, ok: true});
         } else {
           io.stdout.write(`verified ${report.backups.length} backup${report.backups.length === 1 ? '' : 's'} (${report.backupObjects} object${report.backupObjects === 1 ? '' : 's'})` +
             ` and ${report.walFiles} WAL file${report.walFiles === 1 ? '' : 's'} in ${repo.description}: ${formatBytes(report.bytesRead)} read in ${seconds.toFixed(1)}s\n`);
@@ -38,7 +39,7 @@ export function registerVerifyCommand(program: Command, io: Io, globals: () => G
         if (report.problems.length > 0) {
           throw new VerifyFailedError(`verify found ${report.problems.length} problem${report.problems.length === 1 ? '' : 's'} in ${repo.description}` +
             (json ? '' : '; first: ' + `${report.problems[0]!.object}`),
-          'restores that need these objects would fail: take a new backup (pgbk backup), and find out what damaged or removed them');
+          'restores that need these objects would fail: take a new backup (pgbk backup), and find out what damaged or removed them').withReport(document);
         }
       });
     });

@@ -18,8 +18,9 @@ import {checkHeartbeat, writeHeartbeat} from './heartbeat.js';
 import {findExpectedPoint, readServerPoint, restoredSegments, type ExpectedPoint, type ServerPoint} from './proof.js';
 import {drillIdFor, evaluateObjectives, isPassing, type DrillCheckResult, type DrillReport} from './report.js';
 import {freeLoopbackPort, logTail, makeScratchDirs, onInterrupt, removeDir, startScratchServer, stopScratchServer, type ScratchDirs} from './scratch.js';
-import {postmasterPid} from '../pg/postmaster.js';
-import {formatMicros, randomTargetIn, targetMicros} from './target.js';
+import {postmasterStatus} from '../pg/postmaster.js';
+import {controlState} from '../pg/controldata.js';
+import {formatMicros, parsePgTimestamp, randomTargetIn, targetMicros} from './target.js';
 
 export interface DrillOptions {
   policy: Policy;
@@ -165,8 +166,6 @@ async function makePlan(drill: Drill, catalog: BackupManifest[], target: Target,
   return planRestore(catalog, target, {backupId: plan.backup.id, window: own});
 }
 
-const PROMOTED_RE = /archive recovery complete|selected new timeline ID/;
-
 async function restoreAndCheck(drill: Drill, plan: RestorePlan, dirs: ScratchDirs, micros: bigint, heartbeatAt: string | undefined): Promise<void> {
   const {policy, repo, progress} = drill.options;
   const {report} = drill;
@@ -192,16 +191,23 @@ async function restoreAndCheck(drill: Drill, plan: RestorePlan, dirs: ScratchDir
   }
   progress(`scratch server starting on 127.0.0.1:${port} (socket ${dirs.socketDir}), archive_mode off`);
 
-  // Wait until recovery reached the target and the server was promoted.
+  // Wait until recovery reached the target and the server was promoted: postmaster.pid says "ready" and pg_control
+  // "in production" (pg_controldata with LC_ALL=C; no log text).
   const deadline = Date.now() + policy.drill.timeoutSeconds * 1000;
   let redoAt: number | undefined;
   let log = '';
+  let seen = false;
   for (;;) {
     log = await readFile(dirs.logFile, 'utf8').catch(() => '');
     if (redoAt === undefined && /redo starts at|starting archive recovery|restored log file/.test(log)) redoAt = performance.now();
-    const promotedAt = log.search(PROMOTED_RE);
-    if (promotedAt >= 0 && /database system is ready to accept connections/.test(log.slice(promotedAt))) break;
-    if (/FATAL|PANIC/.test(log) && (await postmasterPid(dirs.dataDir)) === undefined) {
+    const postmaster = await postmasterStatus(dirs.dataDir);
+    if (postmaster?.status === 'ready' && (await controlState(dirs.dataDir, policy.postgres.binDir)) === 'in production') {
+      log = await readFile(dirs.logFile, 'utf8').catch(() => log);
+      break;
+    }
+    if (postmaster) seen = true;
+    // pg_ctl -W returns before the postmaster writes postmaster.pid: absent at first is no failure.
+    if (postmaster === undefined && (seen || performance.now() - startAt > 15_000 || /FATAL|PANIC/.test(log))) {
       throw new Error(`recovery failed: the scratch server stopped:\n${recoveryFailure(log)}`);
     }
     if (Date.now() > deadline) {
@@ -226,7 +232,17 @@ async function restoreAndCheck(drill: Drill, plan: RestorePlan, dirs: ScratchDir
     report.rtoSeconds = round(writableMs / 1000);
     progress(`restored server accepts writes after ${report.rtoSeconds}s`);
 
+    // The last replayed commit from SQL; where recovery stopped from the log (lc_messages=C).
     const serverPoint = readServerPoint(log);
+    const replayed = (await client.query<{last: string | null}>(
+      `select to_char(pg_last_xact_replay_timestamp() at time zone 'UTC', 'YYYY-MM-DD HH24:MI:SS.US') || ' UTC' as last`)).rows[0]?.last;
+    if (replayed) {
+      serverPoint.lastText = replayed;
+      serverPoint.lastMicros = parsePgTimestamp(replayed);
+    } else {
+      serverPoint.lastText = undefined;
+      serverPoint.lastMicros = undefined;
+    }
     const expected = await findExpectedPoint(repo, restoredSegments(log), report.target.kind === 'time' ? micros : undefined, policy.postgres.binDir);
     await proveTarget(drill, client, serverPoint, expected, BigInt(next), micros, BigInt(new Date(plan.backup.startTime).getTime()) * 1000n);
     if (policy.drill.heartbeat) drill.check(await checkHeartbeat(policy, client, micros, heartbeatAt));

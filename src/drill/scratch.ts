@@ -55,6 +55,8 @@ export async function startScratchServer(options: ScratchServerOptions): Promise
     archive_mode: 'off',
     logging_collector: 'off',
     log_timezone: 'UTC',
+    // The drill reads where recovery stopped from this log: PostgreSQL's English, whatever postgresql.conf says.
+    lc_messages: 'C',
     synchronous_standby_names: '',
     cluster_name: 'pgbk-drill',
     hot_standby: 'off',

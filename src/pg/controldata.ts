@@ -7,3 +7,9 @@ export async function controlData(dataDir: string, binDir: string | undefined): 
   const {stdout} = await runPg('pg_controldata', ['-D', dataDir], {binDir});
   return (label) => new RegExp(`^${label}:\\s+(\\S+)`, 'm').exec(stdout)?.[1];
 }
+
+/** "Database cluster state" of pg_control (in production, in archive recovery, shut down in recovery, ...). */
+export async function controlState(dataDir: string, binDir: string | undefined): Promise<string | undefined> {
+  const {stdout} = await runPg('pg_controldata', ['-D', dataDir], {binDir}).catch(() => ({stdout: ''}));
+  return /^Database cluster state:\s+(.+)$/m.exec(stdout)?.[1]?.trim();
+}

@@ -2,18 +2,18 @@
 
 import {assertWritable, defaultCompression, LEVELS, type Compression} from '../util/codec.js';
 import {readFile, stat} from 'node:fs/promises';
-import {basename} from 'node:path';
 import {isMap, isScalar, isSeq, LineCounter, parseDocument, type Document, type Node as YamlNode} from 'yaml';
 import {PolicyError} from '../errors.js';
 import {parseDuration} from './duration.js';
 import {policySchema, STRATEGY_OBJECTIVES, type PolicyDocument} from './schema.js';
 import type {Policy} from './types.js';
-import {resolvePolicyPath, type PolicyLookup} from './locate.js';
+import {assertPolicyNotWritableByOthers, policyNameOf, resolvePolicyPath, type PolicyLookup} from './locate.js';
 
 export {policiesDirectory, resolvePolicyPath, type PolicyLookup} from './locate.js';
 
 export async function loadPolicy(lookup: PolicyLookup): Promise<Policy> {
   const file = resolvePolicyPath(lookup);
+  assertPolicyNotWritableByOthers(file);
   let text: string;
   try {
     text = await readFile(file, 'utf8');
@@ -21,7 +21,7 @@ export async function loadPolicy(lookup: PolicyLookup): Promise<Policy> {
     const code = (error as NodeJS.ErrnoException).code;
     throw new PolicyError(
       `cannot read policy file ${file}: ${code === 'ENOENT' ? 'no such file' : code}`,
-      code === 'ENOENT' ? 'name a policy in the policies directory (--policies, PGBK_POLICIES, ./policies, /etc/pgbk/policies) or give its path' : undefined,
+      code === 'ENOENT' ? 'give the path of an existing policy file, or a name in the policies directory (--policies, else PGBK_POLICIES, else /etc/pgbk/policies)' : undefined,
     );
   }
   const policy = parsePolicy(text, file, lookup.env);
@@ -58,7 +58,7 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
   }
   const value = parsed.data;
   const defaults = STRATEGY_OBJECTIVES[value.strategy];
-  const name = basename(file).replace(/\.ya?ml$/, '');
+  const name = policyNameOf(file);
   const policy: Policy = {
     name,
     file,
@@ -72,7 +72,7 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
       accessKeyId: value.repository.access_key_id,
       secretAccessKey: value.repository.secret_access_key,
     },
-    schedule: {backup: value.schedule?.backup, expire: value.schedule?.expire, drill: value.schedule?.drill},
+    schedule: {backup: value.schedule?.backup, expire: value.schedule?.expire, drill: value.schedule?.drill, timezone: value.schedule?.timezone ?? 'UTC'},
     // Defaults: a backup of several TB at ~100 MB/s fits in 12 h; expire is listing and deleting; a drill gets
     // its own restore timeout plus time to set up and tear down.
     jobTimeoutSeconds: {

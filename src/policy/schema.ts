@@ -2,7 +2,7 @@
 
 import {z} from 'zod';
 import {validateDetailed as validateCron} from 'node-cron';
-import {parseDuration} from './duration.js';
+import {DURATION_SYNTAX, parseDuration} from './duration.js';
 import type {Strategy} from './types.js';
 
 /** Objectives each strategy promises by default (the backup strategy matrix in CONTRACT.md). */
@@ -13,14 +13,33 @@ export const STRATEGY_OBJECTIVES: Record<Strategy, {rpo: string; rto: string}> =
   patroni: {rpo: '5s', rto: '1m'},
 };
 
-const duration = z.string().refine((value) => parseDuration(value) !== undefined, {
-  message: 'expected a duration such as 30s, 5m, 1h or 2d',
-});
+// A number in YAML (rpo: 300) is seconds, like a bare number in text.
+const duration = z.preprocess((value) => (typeof value === 'number' ? String(value) : value), z.string().refine((value) => parseDuration(value) !== undefined, {
+  message: `expected ${DURATION_SYNTAX}`,
+}));
 
-// Five or six cron fields (no @nicknames), each checked by node-cron, which runs them in `pgbk schedule`.
+/** An IANA time zone name (Europe/Berlin, UTC) that this Node.js knows. */
+export function isTimeZone(name: string): boolean {
+  if (!/^[A-Za-z][A-Za-z0-9_+\-/]*$/.test(name)) return false;
+  try {
+    new Intl.DateTimeFormat('en-US', {timeZone: name});
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Cron nicknames node-cron runs (and so pgbk accepts); @reboot and @every are not among them. */
+export const CRON_ALIASES = ['@yearly', '@annually', '@monthly', '@weekly', '@daily', '@midnight', '@hourly'];
+
+// Five or six cron fields, or a nickname (@daily...), each checked by node-cron, which runs them in `pgbk schedule`.
 const cron = z.string().superRefine((value, ctx) => {
+  if (value.trim().startsWith('@')) {
+    if (!CRON_ALIASES.includes(value.trim())) ctx.addIssue({code: 'custom', message: `expected a cron expression or one of ${CRON_ALIASES.join(', ')}`});
+    return;
+  }
   if (![5, 6].includes(value.trim().split(/\s+/).length)) {
-    ctx.addIssue({code: 'custom', message: 'expected a cron expression with 5 fields (or 6, seconds first)'});
+    ctx.addIssue({code: 'custom', message: 'expected a cron expression with 5 fields (or 6, seconds first), or a nickname such as @daily'});
     return;
   }
   const problem = validateCron(value).errors[0];
@@ -46,6 +65,8 @@ export const policySchema = z.strictObject({
     backup: cron.optional(), expire: cron.optional(), drill: cron.optional(),
     /** Per job: a scheduled run still going after this long is stopped (SIGTERM, then SIGKILL). */
     timeout: z.strictObject({backup: duration.optional(), expire: duration.optional(), drill: duration.optional()}).optional(),
+    /** The zone the cron times are read in (default UTC), so jobs do not shift with the host's daylight saving time. */
+    timezone: z.string().refine(isTimeZone, {message: 'expected an IANA time zone name such as UTC or Europe/Berlin'}).optional(),
   }).optional(),
   retention: z.strictObject({
     backups: z.number().int().min(1).optional(),

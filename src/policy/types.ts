@@ -28,7 +28,8 @@ export interface Policy {
   strategy: Strategy;
   postgres: PostgresConfig;
   repository: RepositoryConfig;
-  schedule: {backup?: string; expire?: string; drill?: string};
+  /** Cron expressions (or @daily...) per job, read in `timezone` (an IANA name; default UTC). */
+  schedule: {backup?: string; expire?: string; drill?: string; timezone: string};
   /** How long a scheduled run of each job may take before the scheduler stops it (schedule.timeout). */
   jobTimeoutSeconds: {backup: number; expire: number; drill: number};
   retention: {backups?: number; days?: number};

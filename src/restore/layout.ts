@@ -17,7 +17,7 @@ import {createProgress} from '../util/progress.js';
 import {isRoot} from '../pg/owner.js';
 import {postmasterPid} from '../pg/postmaster.js';
 import type {RestorePlan} from './plan.js';
-import {describeTarget, quoteConfValue, recoverySettings} from './target.js';
+import {describeTarget, quoteConfValue, recoverySettings, type TargetBehaviour} from './target.js';
 
 /** What --force needs to tell this repository's cluster from anything else. */
 export interface DestinationGuard {
@@ -163,6 +163,8 @@ export interface RecoveryOptions {
    * follows the primary (archive, then streaming) instead of promoting.
    */
   standby?: {primaryConninfo: string};
+  /** recovery_target_action (default promote) and recovery_target_inclusive (--target-exclusive). */
+  behaviour?: TargetBehaviour;
 }
 
 export async function layOutDataDirectory(repo: Repository, policy: Policy, plan: RestorePlan, dir: string, state: 'absent' | 'empty' | 'non-empty',
@@ -285,14 +287,24 @@ async function writeRecoveryConfig(policy: Policy, plan: RestorePlan, dataDir: s
     recovery_target_timeline: recovery.standby ? 'latest' : recovery.targetTimeline,
   };
   if (recovery.archiveMode === 'off') settings.archive_mode = 'off';
-  // Never stay paused at the target: promote, so the server accepts writes once it is there.
-  if (plan.target.kind !== 'latest' && !recovery.standby) settings.recovery_target_action = 'promote';
+  // PostgreSQL's default is to pause at the target: pgbk promotes unless told otherwise (--target-action).
+  if (plan.target.kind !== 'latest' && !recovery.standby) {
+    const action = recovery.behaviour?.action ?? 'promote';
+    settings.recovery_target_action = action;
+    // PostgreSQL treats pause as shutdown without hot standby: a paused server must accept read-only queries.
+    if (action === 'pause') settings.hot_standby = 'on';
+    if (recovery.behaviour?.exclusive) settings.recovery_target_inclusive = 'off';
+  }
   const lines = [
     '',
     `# Added by pgbk restore at ${new Date().toISOString()}: backup ${plan.backup.id}, target ${describeTarget(plan.target)}.`,
     recovery.standby
       ? '# A standby (standby.signal): it restores archived WAL, then streams from primary_conninfo, and never promotes by itself.'
-      : '# PostgreSQL removes recovery.signal when recovery ends; these settings then have no effect.',
+      : recovery.behaviour?.action === 'pause'
+        ? '# The server pauses at the target, in recovery: inspect it, then select pg_wal_replay_resume() to promote it.'
+        : recovery.behaviour?.action === 'shutdown'
+          ? '# The server shuts down at the target; recovery.signal stays, so the next start replays again (change the target first).'
+          : '# PostgreSQL removes recovery.signal when recovery ends; these settings then have no effect.',
     ...Object.entries(settings).map(([name, value]) => `${name} = ${quoteConfValue(value)}`),
     '',
   ];

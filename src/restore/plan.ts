@@ -91,6 +91,7 @@ export function planRestore(catalog: BackupManifest[], target: Target, options: 
 function finishedBefore(backup: BackupManifest, target: Target): boolean {
   switch (target.kind) {
     case 'latest':
+    case 'immediate':
     case 'name':
       // A restore point's position is not known without reading WAL: the newest backup is used (--backup picks another).
       return true;

@@ -115,7 +115,7 @@ export class Scheduler {
         'fix the policy file (or move it out of the policies directory); the scheduler starts only when every policy is valid');
     }
     if (policies.length === 0) {
-      throw new PolicyError(`no policy files (*.yaml) in ${this.options.policiesDir}`, 'add one, or point --policies / PGBK_POLICIES at the right directory');
+      throw new PolicyError(`no policy files (*.yaml, *.yml) in ${this.options.policiesDir}`, 'add one, or point --policies / PGBK_POLICIES at the right directory');
     }
     for (const names of sharedRepositories(policies)) {
       this.options.log({event: 'warning', level: 'warn', message: `policies ${names.join(', ')} share one repository, and so its leases and job records`});
@@ -147,7 +147,7 @@ export class Scheduler {
       if (!expression) continue;
       const task = cron.schedule(expression, (context) => {
         void this.tick(policy.name, job, context.date);
-      }, {name: `${policy.name}/${job}`, logger: this.cronLogger, missedExecutionTolerance: 60_000});
+      }, {name: `${policy.name}/${job}`, logger: this.cronLogger, missedExecutionTolerance: 60_000, timezone: policy.schedule.timezone});
       task.on('execution:missed', (context) => {
         this.options.log({event: 'skipped', level: 'warn', policy: policy.name, job, tick: slotOf(context.date).toISOString(), reason: 'missed (the scheduler was busy or the clock jumped)'});
       });
@@ -177,7 +177,7 @@ export class Scheduler {
       return;
     }
     for (const file of files) {
-      const name = file.slice(file.lastIndexOf('/') + 1).replace(/\.yaml$/, '');
+      const name = file.slice(file.lastIndexOf('/') + 1).replace(/\.ya?ml$/, '');
       seen.add(name);
       let policy: Policy;
       try {
@@ -477,6 +477,13 @@ function signalGroup(pid: number, signal: NodeJS.Signals): void {
     signalPids([pid], signal);
   }
 }
+
+/**
+ * --listen alone: 127.0.0.1 on this port. Prometheus' exporter range 9100-9999 is fully allocated on its wiki's
+ * "default port allocations" (9187 is postgres_exporter's, and backup exporters hold others there), so any number
+ * in it would collide with some exporter: pgbk takes one above that range.
+ */
+export const DEFAULT_LISTEN_PORT = 10987;
 
 /** --listen: host:port, [v6 address]:port, :port (every interface) or a port alone (127.0.0.1). */
 export function parseListen(text: string): {host: string; port: number} | undefined {

@@ -33,9 +33,23 @@ export function formatLogLine(entry: LogEntry, time: Date): string {
   return `${JSON.stringify(ordered, (_key, value) => (typeof value === 'bigint' ? value.toString() : value))}\n`;
 }
 
-export function createLog(out: NodeJS.WritableStream, now: () => Date = () => new Date()): Log {
+export interface LogOptions {
+  /** PGBK_LOG_LEVEL: entries below it are left out (default info: all of them). */
+  level?: 'error' | 'warn' | 'info' | 'debug';
+  /** stdout is systemd's journal: each line starts with its syslog priority (`<3>` error, `<4>` warn, `<6>` info). */
+  journal?: boolean;
+}
+
+const RANK = {error: 0, warn: 1, info: 2, debug: 3} as const;
+const PRIORITY = {error: 3, warn: 4, info: 6, debug: 7} as const;
+
+export function createLog(out: NodeJS.WritableStream, now: () => Date = () => new Date(), options: LogOptions = {}): Log {
+  const threshold = RANK[options.level ?? 'info'];
   return (entry) => {
-    out.write(formatLogLine(entry, now()));
+    const level = entry.level ?? (entry.event === 'failure' ? 'error' : 'info');
+    if (RANK[level] > threshold) return;
+    const line = formatLogLine(entry, now());
+    out.write(options.journal ? `<${PRIORITY[level]}>${line}` : line);
   };
 }
 

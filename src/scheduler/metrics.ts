@@ -11,6 +11,8 @@ import {BACKUP_PREFIX, DRILL_PREFIX, MANIFEST_NAME, walTimelineKey} from '../sto
 import type {Repository} from '../storage/repository.js';
 import {listArchived} from '../wal/archive.js';
 import {readJobResult, JOBS, type JobResult} from './jobs.js';
+import {readFileSync} from 'node:fs';
+import {readdir, readFile} from 'node:fs/promises';
 
 export interface Sample {
   labels: Record<string, string>;
@@ -48,6 +50,61 @@ export function formatPrometheus(families: MetricFamily[]): string {
     }
   }
   return `${lines.join('\n')}\n`;
+}
+
+/** pgbk's version, from its package.json (dist/scheduler/ and src/scheduler/ are both two levels down). */
+function packageVersion(): string {
+  try {
+    return String((JSON.parse(readFileSync(new URL('../../package.json', import.meta.url), 'utf8')) as {version?: unknown}).version ?? 'unknown');
+  } catch {
+    return 'unknown';
+  }
+}
+
+const VERSION = packageVersion();
+
+/** pgbk_build_info: always 1; the version of pgbk and of Node.js as labels (the convention of *_build_info). */
+export function buildInfoFamily(): MetricFamily {
+  return {name: 'pgbk_build_info', help: 'Always 1: the pgbk and Node.js versions as labels', type: 'gauge',
+    samples: [{labels: {version: VERSION, node_version: process.version}, value: 1}]};
+}
+
+/** pgbk_job_runs_total: runs this scheduler finished, by result (every policy and job from 0, so rate() works at once). */
+export function jobRunsFamily(policies: string[], counts: Map<string, number>): MetricFamily {
+  const family: MetricFamily = {name: 'pgbk_job_runs_total', help: 'Job runs this scheduler finished, by result (success or failure)', type: 'counter', samples: []};
+  for (const policy of policies) {
+    for (const job of JOBS) {
+      for (const result of ['success', 'failure']) family.samples.push({labels: {policy, job, result}, value: counts.get(`${policy}\0${job}\0${result}`) ?? 0});
+    }
+  }
+  return family;
+}
+
+/**
+ * The standard process metrics (the names of Prometheus' client libraries: process_cpu_seconds_total,
+ * process_resident_memory_bytes, process_start_time_seconds, process_open_fds, process_max_fds...) and the
+ * Node.js heap, read from the process and /proc/self (Linux).
+ */
+export async function processFamilies(): Promise<MetricFamily[]> {
+  const gauge = (name: string, help: string, value: number | undefined): MetricFamily =>
+    ({name, help, type: 'gauge', samples: value === undefined ? [] : [{labels: {}, value}]});
+  const counter = (name: string, help: string, value: number): MetricFamily => ({name, help, type: 'counter', samples: [{labels: {}, value}]});
+  const cpu = process.cpuUsage();
+  const memory = process.memoryUsage();
+  const openFds = await readdir('/proc/self/fd').then((entries) => entries.length, () => undefined);
+  const maxFds = await readFile('/proc/self/limits', 'utf8').then((text) => Number(/^Max open files\s+(\d+)/m.exec(text)?.[1]) || undefined, () => undefined);
+  return [
+    counter('process_cpu_user_seconds_total', 'User CPU time spent in seconds', cpu.user / 1e6),
+    counter('process_cpu_system_seconds_total', 'System CPU time spent in seconds', cpu.system / 1e6),
+    counter('process_cpu_seconds_total', 'Total user and system CPU time spent in seconds', (cpu.user + cpu.system) / 1e6),
+    gauge('process_start_time_seconds', 'Start time of the process since the Unix epoch in seconds', Math.round(Date.now() / 1000 - process.uptime())),
+    gauge('process_resident_memory_bytes', 'Resident memory size in bytes', memory.rss),
+    gauge('process_open_fds', 'Number of open file descriptors', openFds),
+    gauge('process_max_fds', 'Maximum number of open file descriptors', maxFds),
+    gauge('nodejs_heap_size_total_bytes', 'Process heap size from Node.js in bytes', memory.heapTotal),
+    gauge('nodejs_heap_size_used_bytes', 'Process heap size used from Node.js in bytes', memory.heapUsed),
+    gauge('nodejs_external_memory_bytes', 'Node.js external memory size in bytes', memory.external),
+  ];
 }
 
 /** What a scrape reports about one policy. */
@@ -98,8 +155,8 @@ export function buildFamilies(policies: PolicyMetrics[], now: Date): MetricFamil
   const running = family('pgbk_job_running', 'Whether this scheduler is running the job now');
   const backups = family('pgbk_backups', 'Complete backups (with a manifest) in the repository');
   const bytes = family('pgbk_backup_bytes', 'Bytes stored by the complete backups in the repository');
-  const newest = family('pgbk_backup_newest_timestamp_seconds', 'Unix time the newest backup became consistent');
-  const walAge = family('pgbk_last_archived_wal_age_seconds', 'Seconds since the newest archived WAL file was stored');
+  const newest = family('pgbk_backup_last_success_timestamp_seconds', 'Unix time the newest complete backup finished (became consistent)');
+  const walTime = family('pgbk_wal_last_archived_timestamp_seconds', 'Unix time the newest archived WAL file was stored in the repository');
   const objective = family('pgbk_objective_met', 'Whether the objective is met (rpo: a backup exists and the newest archived WAL, or dump for the dump strategy, is younger than the RPO)');
   const errors = family('pgbk_metrics_collect_error', 'Reading the repository for these metrics failed or timed out (1)');
   const drillOk = family('pgbk_drill_last_ok', 'Whether the newest restore drill passed (1) or failed (0)');
@@ -121,7 +178,7 @@ export function buildFamilies(policies: PolicyMetrics[], now: Date): MetricFamil
     if (p.backups !== undefined) backups.samples.push({labels, value: p.backups});
     if (p.backupBytes !== undefined) bytes.samples.push({labels, value: p.backupBytes});
     if (p.newestBackupStop) newest.samples.push({labels, value: seconds(p.newestBackupStop)});
-    if (p.newestArchivedWal) walAge.samples.push({labels, value: Math.max(0, Math.round((now.getTime() - p.newestArchivedWal.getTime()) / 1000))});
+    if (p.newestArchivedWal) walTime.samples.push({labels, value: seconds(p.newestArchivedWal)});
     objective.samples.push({labels: {policy: p.policy, objective: 'rpo'}, value: rpoMet(p, now) ? 1 : 0});
     if (p.lastDrill) {
       // RTO is proven only by a drill: without one, no sample (unknown), rather than a false 0 or 1.
@@ -133,7 +190,7 @@ export function buildFamilies(policies: PolicyMetrics[], now: Date): MetricFamil
     }
     errors.samples.push({labels, value: p.collectError ? 1 : 0});
   }
-  return [lastSuccess, lastDuration, lastResult, running, backups, bytes, newest, walAge, objective, drillOk, drillTime, drillRto, drillRpo, errors];
+  return [lastSuccess, lastDuration, lastResult, running, backups, bytes, newest, walTime, objective, drillOk, drillTime, drillRto, drillRpo, errors];
 }
 
 // ---------------------------------------------------------------------------------------------------------
@@ -164,18 +221,26 @@ export class MetricsCollector {
   private readonly states = new Map<string, RepoState>();
   /** Results of runs this scheduler finished: shown at once, before the cached repository values catch up. */
   private readonly recent = new Map<string, JobResult>();
+  /** pgbk_job_runs_total: runs this scheduler finished, by policy, job and result. */
+  private readonly runCounts = new Map<string, number>();
 
   constructor(private readonly options: CollectorOptions) {}
 
-  noteResult(result: JobResult): void {
+  /** A run this scheduler finished (counted), or its record as written to the repository (counted once). */
+  noteResult(result: JobResult, count = true): void {
     this.recent.set(`${result.policy}\0${result.job}`, result);
+    if (!count) return;
+    const key = `${result.policy}\0${result.job}\0${result.ok ? 'success' : 'failure'}`;
+    this.runCounts.set(key, (this.runCounts.get(key) ?? 0) + 1);
   }
 
   async render(): Promise<string> {
     const now = this.options.now?.() ?? new Date();
     const handles = this.options.handles();
     const metrics = await Promise.all(handles.map((handle) => this.policyMetrics(handle, now)));
-    return formatPrometheus(buildFamilies(metrics, now));
+    return formatPrometheus([
+      buildInfoFamily(), ...buildFamilies(metrics, now), jobRunsFamily(handles.map((handle) => handle.policy.name), this.runCounts), ...await processFamilies(),
+    ]);
   }
 
   private async policyMetrics(handle: PolicyHandle, now: Date): Promise<PolicyMetrics> {

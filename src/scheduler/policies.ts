@@ -1,9 +1,10 @@
-// Every policy file of the policies directory, for the scheduler (*.yaml, name order).
+// Every policy file of the policies directory, for the scheduler (*.yaml and *.yml, name order).
 
 import {readdir} from 'node:fs/promises';
 import {join} from 'node:path';
 import {PolicyError} from '../errors.js';
 import {loadPolicy} from '../policy/load.js';
+import {POLICY_FILE_RE, policyNameOf} from '../policy/locate.js';
 import type {Policy} from '../policy/types.js';
 
 export interface LoadedPolicies {
@@ -12,7 +13,10 @@ export interface LoadedPolicies {
   failures: {file: string; error: Error}[];
 }
 
-/** The *.yaml files of `dir`, in name order; a missing or unreadable directory is a PolicyError. */
+/**
+ * The *.yaml and *.yml files of `dir`, in name order; a missing or unreadable directory is a PolicyError, and so
+ * are two files of one policy name (orders.yaml and orders.yml).
+ */
 export async function policyFiles(dir: string): Promise<string[]> {
   let names: string[];
   try {
@@ -20,9 +24,16 @@ export async function policyFiles(dir: string): Promise<string[]> {
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     throw new PolicyError(`cannot read the policies directory ${dir}: ${code === 'ENOENT' ? 'no such directory' : code}`,
-      'give it with --policies <dir> or PGBK_POLICIES (default ./policies, then /etc/pgbk/policies)');
+      'give it with --policies <dir> or PGBK_POLICIES (default /etc/pgbk/policies)');
   }
-  return names.filter((name) => name.endsWith('.yaml') && !name.startsWith('.')).sort().map((name) => join(dir, name));
+  const files = names.filter((name) => POLICY_FILE_RE.test(name) && !name.startsWith('.')).sort().map((name) => join(dir, name));
+  const seen = new Map<string, string>();
+  for (const file of files) {
+    const other = seen.get(policyNameOf(file));
+    if (other) throw new PolicyError(`policy ${policyNameOf(file)} is defined twice: ${other} and ${file}`, 'remove one of them');
+    seen.set(policyNameOf(file), file);
+  }
+  return files;
 }
 
 export async function loadAllPolicies(dir: string, env: NodeJS.ProcessEnv, cwd: string): Promise<LoadedPolicies> {

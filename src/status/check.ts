@@ -15,6 +15,11 @@ import type {Repository} from '../storage/repository.js';
 import {findArchived, readArchivedHead} from '../wal/archive.js';
 import {parseLongPageHeader} from '../wal/page-header.js';
 import {readIdentity} from '../identity/identity.js';
+import {runPg} from '../pg/run.js';
+import {currentRuntime, pgbkCommand, VERSION, type Runtime} from '../version.js';
+import {realpath} from 'node:fs/promises';
+import {resolve} from 'node:path';
+import {recommendedArchiveCommand} from '../wal/push-fast.js';
 
 /** `pgbk check` found something to fix: exit 1. */
 export class CheckFailedError extends PgbkError {
@@ -40,11 +45,21 @@ const skip = (name: string, detail: string): CheckResult => ({name, status: 'ski
 
 /** How archive_command should name the policy: by name when that resolves from anywhere, else by its file. */
 export function policyArgument(policy: Pick<Policy, 'name' | 'file'>): string {
-  return policy.file === `/etc/pgbk/policies/${policy.name}.yaml` ? policy.name : policy.file;
+  return policy.file === `/etc/pgbk/policies/${policy.name}.yaml` || policy.file === `/etc/pgbk/policies/${policy.name}.yml` ? policy.name : policy.file;
 }
 
-export function expectedArchiveCommand(policy: Pick<Policy, 'name' | 'file'>): string {
-  return `pgbk archive-push --policy ${policyArgument(policy)} %p`;
+/**
+ * The archive_command check recommends: pgbk (and Node.js, when it is not in a standard PATH directory) by absolute
+ * path, since the server's PATH is not the administrator's.
+ */
+/** What `pgbk archive-command` prints: archive-push by absolute paths behind the shell fast path (wal/push-fast.ts). */
+export function expectedArchiveCommand(policy: Pick<Policy, 'name' | 'file'>, runtime: Runtime = currentRuntime()): string {
+  return recommendedArchiveCommand({node: runtime.nodePath, script: runtime.pgbkBin, policyFile: resolve(policy.file)});
+}
+
+/** The restore_command a standby or a hand-made recovery should use (pgbk restore writes its own). */
+export function expectedRestoreCommand(policy: Pick<Policy, 'name' | 'file'>, runtime: Runtime = currentRuntime()): string {
+  return `${pgbkCommand(runtime)} archive-get --policy ${policyArgument(policy)} %f %p`;
 }
 
 const escapeRe = (text: string) => text.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
@@ -64,7 +79,7 @@ export function archiveCommandProblem(command: string, policy: Pick<Policy, 'nam
 const sqlString = (text: string) => `'${text.replace(/'/g, "''")}'`;
 
 /** The checks decided by the server's settings alone. */
-export function settingChecks(strategy: Strategy, settings: ServerSettings, policy: Pick<Policy, 'name' | 'file' | 'postgres'>, standbys: StandbyReplication[]): CheckResult[] {
+export function settingChecks(strategy: Strategy, settings: ServerSettings, policy: Pick<Policy, 'name' | 'file' | 'postgres'>, standbys: StandbyReplication[], runtime: Runtime = currentRuntime()): CheckResult[] {
   const results: CheckResult[] = [];
   const restart = 'then restart PostgreSQL';
   if (settings.versionNum < MIN_SERVER_VERSION_NUM) {
@@ -78,7 +93,7 @@ export function settingChecks(strategy: Strategy, settings: ServerSettings, poli
     : fail('wal_level', `wal_level = ${settings.walLevel}: WAL cannot be archived or backed up for recovery`,
       `in postgresql.conf: wal_level = replica (or ALTER SYSTEM SET wal_level = 'replica'), ${restart}`));
 
-  const command = expectedArchiveCommand(policy);
+  const command = expectedArchiveCommand(policy, runtime);
   if (settings.inRecovery) {
     results.push(settings.archiveMode === 'always'
       ? ok('archive_mode', 'archive_mode = always (this standby archives)')
@@ -98,8 +113,7 @@ export function settingChecks(strategy: Strategy, settings: ServerSettings, poli
     results.push(problem === undefined
       ? ok('archive_command', `archive_command = '${settings.archiveCommand}'`)
       : fail('archive_command', problem,
-        `in postgresql.conf: archive_command = '${command}' then reload (or ALTER SYSTEM SET archive_command = ${sqlString(command)}; SELECT pg_reload_conf();); ` +
-        'pgbk must be on the PATH of the server (else give its absolute path)'));
+        `in postgresql.conf: archive_command = '${command}' then reload (or ALTER SYSTEM SET archive_command = ${sqlString(command)}; SELECT pg_reload_conf();)`));
   }
 
   results.push(settings.maxWalSenders > 0
@@ -153,10 +167,13 @@ export async function runChecks(policy: Policy, repo: Repository, options: RunCh
   const physical = policy.strategy !== 'dump';
   record(ok('policy', `${policy.file} is valid (strategy ${policy.strategy})`));
 
+  const runtime = currentRuntime();
+  record(ok('pgbk', `pgbk ${VERSION} (${runtime.pgbkBin}) on Node.js ${runtime.nodeVersion} (${runtime.nodePath}); PostgreSQL runs it as: ${pgbkCommand(runtime)}`));
   const program = physical ? 'pg_basebackup' : 'pg_dump';
   try {
     const dir = findBinDir(policy.postgres.binDir, program);
-    record(ok(program, `${dir}/${program}`));
+    const version = await runPg(program, ['--version'], {binDir: dir}).then((result) => result.stdout.trim(), () => 'version unknown');
+    record(ok(program, `${dir}/${program} (${version})`));
   } catch (error) {
     record(fail(program, (error as Error).message, (error as PgbkError).hint ?? 'install the PostgreSQL client programs or set postgres.bin_dir in the policy'));
   }
@@ -171,6 +188,7 @@ export async function runChecks(policy: Policy, repo: Repository, options: RunCh
       const standbys = physical && !settings.inRecovery ? await replicationStats(client) : [];
       const settingResults = settingChecks(policy.strategy, settings, policy, standbys.filter((s) => !s.applicationName.startsWith('pg_basebackup')));
       for (const result of settingResults) record(result);
+      if (policy.postgres.dataDir) record(await dataDirCheck(client, policy.postgres.dataDir));
       if (policy.strategy === 'patroni') for (const result of await (await import('../patroni/check.js')).patroniChecks(policy, client)) record(result);
       record(repoResult);
       const identityResult: CheckResult & {systemId?: string} = repoResult.status === 'ok' ? await identityCheck(client, repo, policy) : skip('identity', 'the repository is not usable');
@@ -191,6 +209,23 @@ export async function runChecks(policy: Policy, repo: Repository, options: RunCh
     record(repoResult);
   }
   return results;
+}
+
+/**
+ * postgres.data_dir (what pgbk init reads pg_control from when the server is down) must be the server's own
+ * data_directory. Reading it needs superuser or pg_read_all_settings; without, the check is skipped.
+ */
+async function dataDirCheck(client: import('pg').Client, dataDir: string): Promise<CheckResult> {
+  let serverDir: string;
+  try {
+    serverDir = (await client.query(`select current_setting('data_directory') as dir`)).rows[0].dir;
+  } catch (error) {
+    return skip('data_dir', `postgres.data_dir = ${dataDir}; the server's data_directory is not readable for this role (${(error as Error).message})`);
+  }
+  const real = async (path: string) => realpath(path).catch(() => path);
+  if ((await real(dataDir)) === (await real(serverDir))) return ok('data_dir', `postgres.data_dir = ${dataDir} is the server's data_directory`);
+  return fail('data_dir', `postgres.data_dir = ${dataDir}, but the server's data_directory is ${serverDir}`,
+    `in the policy: postgres.data_dir: ${serverDir} (or remove the key)`);
 }
 
 /** Put, stat and remove a small object under check/. */

@@ -20,7 +20,7 @@ export async function acquirePidLock(lockFile: string): Promise<boolean> {
     if (!handle) return false;
   }
   try {
-    await handle.writeFile(String(process.pid));
+    await handle.writeFile(`${process.pid}\n`); // a line: archive_command's shell fast path reads it with `read`
   } finally {
     await handle.close();
   }

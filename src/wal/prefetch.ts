@@ -10,6 +10,7 @@ import {WalNotFoundError} from '../errors.js';
 import {acquirePidLock, lockHolderAlive, releasePidLock} from '../util/pid-lock.js';
 import type {Repository} from '../storage/repository.js';
 import {getWalFile} from './get.js';
+import {recordBackgroundFailure} from './background-log.js';
 import type {SegmentOwner} from './page-header.js';
 import {parseWalFileName, segmentName, segmentNumberOf} from './name.js';
 
@@ -106,6 +107,8 @@ export async function runPrefetcher(repo: Repository, dataDir: string, requested
   const timeline = Number.parseInt(fromSegment.slice(0, 8), 16);
   let lastRequest = '';
   let lastRequestAt = Date.now();
+  // Each distinct failure once per run (the same one comes back at every round).
+  const recorded = new Set<string>();
   try {
     for (;;) {
       if (!existsSync(join(dataDir, 'PG_VERSION'))) return fetched;
@@ -146,6 +149,10 @@ export async function runPrefetcher(repo: Repository, dataDir: string, requested
             // Not archived (yet): stop there and ask again later. Other failures: archive-get reports them.
             stop = true;
             if (error instanceof WalNotFoundError) notArchivedUntil.set(name, Date.now() + 5_000);
+            else if (!recorded.has((error as Error).message)) {
+              recorded.add((error as Error).message);
+              await recordBackgroundFailure(dataDir, 'archive-prefetch', `cannot fetch ${name} ahead: ${(error as Error).message}`);
+            }
           }
         }
       };

@@ -152,7 +152,7 @@ for (const kind of ['local', 's3'] as RepoKind[]) {
       const refused = await dump.pgbk(['backup']);
       expect(refused.exitCode).toBe(1);
       expect(refused.stderr).toMatch(/a backup of policy it is already running: manual backup \(pgbk backup\) held by \S+ since \S+, lease until \S+/);
-      expect(refused.stderr).toContain('HINT: wait for it to finish');
+      expect(refused.stderr).toContain('pgbk: hint: wait for it to finish');
       // Expire (even with no age limit) never removes the folder of a live run.
       const kept = await applyExpire(planExpire([], {backups: 5}, new Date()), repo, {now: new Date(), abandonedAfterMs: 0});
       expect(kept.leftovers.map((leftover) => leftover.id)).not.toContain(id);

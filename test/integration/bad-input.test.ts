@@ -55,7 +55,7 @@ describe('bad input', () => {
     const result = await setup.pgbk(['restore', '--to', to]);
     expect(result.exitCode).toBe(2);
     expect(result.stderr).toMatch(/is not empty/);
-    expect(result.stderr).toMatch(/HINT: .*--force/);
+    expect(result.stderr).toMatch(/pgbk: hint: .*--force/);
     expect(readdirSync(to)).toEqual(['precious.txt']);
   });
 

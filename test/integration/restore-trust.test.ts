@@ -109,7 +109,7 @@ describe.each(['local', 's3'] as const)('restore trust with a %s repository', (k
       record(kind, 'restore --latest with a gap', latest);
       expect(latest.exitCode).toBe(2);
       expect(latest.stderr).toContain(`pgbk: error: the end of the archived WAL (latest) lies past a gap in the WAL archive: segment ${gapSegment} is missing`);
-      const hinted = /HINT: restore to an earlier target, e\.g\. --target-time (\S+) \(the last commit before the gap\)/.exec(latest.stderr);
+      const hinted = /pgbk: hint: restore to an earlier target, e\.g\. --target-time (\S+) \(the last commit before the gap\)/.exec(latest.stderr);
       expect(hinted).not.toBeNull();
 
       const byLsn = await setup.pgbk(['restore', '--to', dir, '--target-lsn', pointC.lsn]);
@@ -261,7 +261,7 @@ describe.each(['local', 's3'] as const)('restore trust with a %s repository', (k
     const ready = join(sideDataDir, 'pg_wal', 'archive_status', '000000200000000000000001.ready');
     writeFileSync(ready, '');
     await refuse('a stopped data directory with an unarchived .ready segment', sideDataDir,
-      /its pg_wal holds 1 segment\(s\) marked \.ready that are not in the archive: 000000200000000000000001\nHINT: they hold WAL nobody archived/);
+      /its pg_wal holds 1 segment\(s\) marked \.ready that are not in the archive: 000000200000000000000001\npgbk: hint: they hold WAL nobody archived/);
     expect(existsSync(ready)).toBe(true);
     rmSync(ready);
 

@@ -5,7 +5,7 @@
 import {existsSync, readdirSync, readFileSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
-import {runPgbk} from '../helpers/cli.js';
+import {repoRoot, runPgbk} from '../helpers/cli.js';
 import {freePort, makeTempDir, waitFor, chownToPostgres} from '../helpers/cluster.js';
 import {SchedulerProcess} from '../helpers/scheduler.js';
 import {setupArchiving, writePolicy, type ArchivingSetup} from '../helpers/pitr.js';
@@ -95,7 +95,20 @@ describe('pgbk schedule', () => {
     expect(text).toMatch(/^pgbk_job_last_result\{policy="it",job="backup"\} 1$/m);
     expect(text).toMatch(/^pgbk_job_last_success_timestamp_seconds\{policy="it",job="backup"\} \d+$/m);
     expect(text).toMatch(/^pgbk_job_last_duration_seconds\{policy="it",job="backup"\} [\d.]+$/m);
-    expect(text).toMatch(/^pgbk_last_archived_wal_age_seconds\{policy="it"\} \d+$/m);
+    // Timestamps, not ages; build info; runs by result; the process itself.
+    const archivedAt = Number(/^pgbk_wal_last_archived_timestamp_seconds\{policy="it"\} (\d+)$/m.exec(text)?.[1]);
+    expect(Math.abs(archivedAt - Date.now() / 1000)).toBeLessThan(600);
+    const backupAt = Number(/^pgbk_backup_last_success_timestamp_seconds\{policy="it"\} (\d+)$/m.exec(text)?.[1]);
+    expect(Math.abs(backupAt - Date.now() / 1000)).toBeLessThan(600);
+    expect(text).not.toMatch(/_age_seconds/);
+    const version = JSON.parse(readFileSync(join(repoRoot, 'package.json'), 'utf8')).version;
+    expect(text).toContain(`pgbk_build_info{version="${version}",node_version="${process.version}"} 1\n`);
+    expect(Number(/^pgbk_job_runs_total\{policy="it",job="backup",result="success"\} (\d+)$/m.exec(text)?.[1])).toBeGreaterThanOrEqual(1);
+    expect(text).toMatch(/^pgbk_job_runs_total\{policy="it",job="drill",result="failure"\} 0$/m);
+    expect(text).toMatch(/^# TYPE pgbk_job_runs_total counter$/m);
+    expect(text).toMatch(/^process_resident_memory_bytes [1-9]\d*$/m);
+    expect(text).toMatch(/^process_start_time_seconds \d+$/m);
+    expect(text).toMatch(/^process_cpu_seconds_total [\d.e-]+$/m);
     expect(text).toMatch(/^pgbk_objective_met\{policy="it",objective="rpo"\} 1$/m);
     expect((await fetch(`http://127.0.0.1:${port}/nope`)).status).toBe(404);
 

@@ -8,7 +8,8 @@ import {join} from 'node:path';
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
 import {setupArchiving, switchAndWaitArchived, writePolicy, type ArchivingSetup} from '../helpers/pitr.js';
 import {chownToPostgres, createCluster, freePort, makeTempDir, pgBinDir, waitFor} from '../helpers/cluster.js';
-import {runPgbk} from '../helpers/cli.js';
+import {pgbkBin, runPgbk} from '../helpers/cli.js';
+import {VERSION} from '../../src/version.js';
 
 describe('status and check', () => {
   let setup: ArchivingSetup;
@@ -149,9 +150,34 @@ describe('status and check', () => {
       expect(result.stdout).toMatch(/^FAIL\s+archive_mode\s+archive_mode = off/m);
       expect(result.stdout).toContain('in postgresql.conf: archive_mode = on');
       expect(result.stdout).toMatch(/^FAIL\s+archive_command/m);
-      expect(result.stdout).toContain(`archive_command = 'pgbk archive-push --policy ${file} %p'`);
+      // pgbk (and Node.js, when outside the standard PATH directories) by absolute path: the server's PATH is not ours
+      // (behind the shell fast path for segments the look-ahead pusher archived: what pgbk archive-command prints)
+      const fix = /archive_command = '(m=pg_wal\/pgbk-spool\/pushed\/%f; [^']*)'/.exec(result.stdout);
+      expect(fix, result.stdout).not.toBeNull();
+      expect(fix![1]).toContain(`exec ${process.execPath} ${pgbkBin} archive-push --policy ${file} %p; fi`);
       expect(result.stdout).toMatch(/^skip\s+archive round trip/m);
+      expect(result.stdout).toMatch(new RegExp(`^ok\\s+pgbk\\s+pgbk ${VERSION.replace(/\./g, '\\.')} \\(${pgbkBin}\\) on Node\\.js ${process.version}`, 'm'));
+      expect(result.stdout).toMatch(/^ok\s+pg_basebackup\s+\S+ \(pg_basebackup \(PostgreSQL\) \d+/m);
       expect(result.stderr).toMatch(/pgbk: error: \d+ checks failed: off: archive_mode/);
+
+      // the recommended command, as is, archives: the round trip passes once archive_mode is on
+      await cluster.psql(`alter system set archive_mode = 'on'`);
+      await cluster.psql(`alter system set archive_command = '${fix![1]!.replace(/'/g, "''")}'`);
+      await cluster.restart();
+      expect((await runPgbk(['init', '--policy', file])).exitCode).toBe(0);
+      const fixed = await runPgbk(['check', '--policy', file]);
+      expect(fixed.stdout).toMatch(/^ok\s+archive round trip/m);
+      expect(fixed.exitCode, fixed.stdout).toBe(0);
+
+      // postgres.data_dir must be the server's data_directory
+      const policyWith = (dataDir: string) => writePolicy(scratch, 'off', {strategy: 'pitr', postgres: {url: cluster.url, bin_dir: pgBinDir(), data_dir: dataDir}, repository: {url: `file://${repoDir}`}});
+      const right = await runPgbk(['check', '--policy', policyWith(cluster.dataDir)]);
+      expect(right.stdout).toMatch(new RegExp(`^ok\\s+data_dir\\s+postgres\\.data_dir = ${cluster.dataDir} is the server's data_directory`, 'm'));
+      expect(right.exitCode, right.stdout).toBe(0);
+      const wrong = await runPgbk(['check', '--policy', policyWith('/var/lib/postgresql/elsewhere')]);
+      expect(wrong.exitCode).toBe(1);
+      expect(wrong.stdout).toContain(`FAIL  data_dir           postgres.data_dir = /var/lib/postgresql/elsewhere, but the server's data_directory is ${cluster.dataDir}`);
+      expect(wrong.stdout).toContain(`fix: in the policy: postgres.data_dir: ${cluster.dataDir} (or remove the key)`);
     } finally {
       await cluster.destroy();
     }

@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest';
-import {redactUrl, splitPassword, withDatabase} from '../../../src/pg/conninfo.js';
+import {redactSecrets, redactUrl, splitPassword, withDatabase} from '../../../src/pg/conninfo.js';
 
 const PASSWORD = 'Zq9-secret';
 
@@ -77,5 +77,40 @@ describe('redactUrl', () => {
 describe('withDatabase', () => {
   it('replaces the database and keeps the rest', () => {
     expect(withDatabase('postgresql://app@h:5432/orders?sslmode=require', 'scratch db')).toBe('postgresql://app@h:5432/scratch%20db?sslmode=require');
+  });
+});
+
+describe('key=value conninfo', () => {
+  it.each([
+    [`host=127.0.0.1 password=${PASSWORD} dbname=orders`, 'host=127.0.0.1 dbname=orders', PASSWORD],
+    [`host=h password = '${PASSWORD}' user=app`, 'host=h user=app', PASSWORD],
+    ["host=h password='it\\'s a \\\\secret' dbname=d", 'host=h dbname=d', "it's a \\secret"],
+    [`password=${PASSWORD}`, '', PASSWORD],
+    [`host=h dbname=d PASSWORD=${PASSWORD}`, 'host=h dbname=d', PASSWORD],
+  ])('%s → %s with PGPASSWORD', (conninfo, rest, password) => {
+    const split = splitPassword(conninfo);
+    expect(split.url).toBe(rest);
+    expect(split.env).toEqual({PGPASSWORD: password});
+    expect(split.url).not.toContain(password);
+  });
+
+  it('takes the last password, as libpq does, and removes every one', () => {
+    const split = splitPassword('host=h password=first password=second');
+    expect(split.env).toEqual({PGPASSWORD: 'second'});
+    expect(split.url).toBe('host=h');
+  });
+
+  it('leaves key=value without a password alone', () => {
+    expect(splitPassword('host=/var/run/postgresql dbname=orders')).toEqual({url: 'host=/var/run/postgresql dbname=orders', env: {}, password: undefined});
+  });
+
+  it.each([
+    [`host=h password=${PASSWORD} dbname=d`, 'host=h password=*** dbname=d'],
+    [`host=h password = '${PASSWORD} x' dbname=d`, "host=h password = *** dbname=d"],
+    [`cannot connect to postgresql://u:${PASSWORD}@h/d: refused`, 'cannot connect to postgresql://u:***@h/d: refused'],
+    [`postgresql://u@h/d?password=${PASSWORD}&sslmode=require`, 'postgresql://u@h/d?password=***&sslmode=require'],
+  ])('redacts %s', (text, shown) => {
+    expect(redactSecrets(text)).toBe(shown);
+    expect(redactUrl(text)).toBe(shown);
   });
 });

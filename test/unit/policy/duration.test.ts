@@ -15,11 +15,16 @@ describe('parseDuration', () => {
     ['90s', 90],
     ['5m5m', 600],
     ['100d', 8640000],
-  ])('%j is %i seconds', (text, seconds) => {
+    ['5min', 300],
+    ['1h5min', 3900],
+    ['5', 5],
+    [' 300 ', 300],
+    [90, 90],
+  ] as Array<[string | number, number]>)('%j is %i seconds', (text, seconds) => {
     expect(parseDuration(text)).toBe(seconds);
   });
 
-  it.each(['', ' ', '5', 'm', '5x', '5M', '1.5h', '-5m', '5 minutes', 'h1', '1h30', 'P1D', '5m!', '1w'])('refuses %j', (text) => {
+  it.each(['', ' ', 'min', '5mins', '5minutes', 1.5, -1, 'm', '5x', '5M', '1.5h', '-5m', '5 minutes', 'h1', '1h30', 'P1D', '5m!', '1w'])('refuses %j', (text: string | number) => {
     expect(parseDuration(text)).toBeUndefined();
   });
 });

@@ -1,4 +1,4 @@
-import {mkdtemp, mkdir, rm, writeFile, chmod} from 'node:fs/promises';
+import {mkdtemp, mkdir, rm, writeFile, chmod, stat} from 'node:fs/promises';
 import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {afterAll, beforeAll, describe, expect, it} from 'vitest';
@@ -6,6 +6,7 @@ import {PolicyError} from '../../../src/errors.js';
 import {loadPolicy, parsePolicy, policiesDirectory, resolvePolicyPath} from '../../../src/policy/load.js';
 import {policySchema, STRATEGY_OBJECTIVES} from '../../../src/policy/schema.js';
 import {parseDuration} from '../../../src/policy/duration.js';
+import {assertPolicyNotWritableByOthers} from '../../../src/policy/locate.js';
 import {ZSTD_AVAILABLE} from '../../../src/util/codec.js';
 
 const FILE = '/etc/pgbk/policies/orders.yaml';
@@ -75,7 +76,7 @@ describe('parsePolicy: valid policies', () => {
         accessKeyId: 'AKIDEXAMPLE',
         secretAccessKey: 'wJalrXUtnFEMI/K7MDENG',
       },
-      schedule: {backup: '0 2 * * *', expire: '30 2 * * *', drill: '0 0 4 * * 0'},
+      schedule: {backup: '0 2 * * *', expire: '30 2 * * *', drill: '0 0 4 * * 0', timezone: 'UTC'},
       jobTimeoutSeconds: {backup: 12 * 3600, expire: 2 * 3600, drill: 3600 + 1800},
       retention: {backups: 7, days: 14},
       objectives: {rpoSeconds: 300, rtoSeconds: 5400},
@@ -111,7 +112,7 @@ describe('parsePolicy: valid policies', () => {
     expect(policy.name).toBe('billing');
     expect(policy.repository).toEqual({url: 'file:///var/backups/pgbk/orders'});
     expect(policy.postgres.dataDir).toBeUndefined();
-    expect(policy.schedule).toEqual({});
+    expect(policy.schedule).toEqual({timezone: 'UTC'});
     expect(policy.jobTimeoutSeconds).toEqual({backup: 12 * 3600, expire: 2 * 3600, drill: 3600 + 1800});
     expect(policy.retention).toEqual({});
     expect(policy.backup).toEqual({checkpoint: 'fast'});
@@ -179,9 +180,11 @@ describe('parsePolicy: broken policies', () => {
     ['a string for a number', `${MINIMAL}retention:\n  backups: seven\n`, {}, `${FILE}:7: retention.backups: Invalid input: expected number, received string`],
     ['a string for a boolean', `${MINIMAL}  force_path_style: "yes"\n`, {}, `${FILE}:6: repository.force_path_style: Invalid input: expected boolean, received string`],
     ['a fraction for an integer', `${MINIMAL}retention:\n  backups: 1.5\n`, {}, `${FILE}:7: retention.backups:`],
-    ['a number for a duration', `${MINIMAL}objectives:\n  rpo: 5\n`, {}, `${FILE}:7: objectives.rpo:`],
-    ['a bad duration', `${MINIMAL}objectives:\n  rpo: 5 minutes\n`, {}, `${FILE}:7: objectives.rpo: expected a duration such as 30s, 5m, 1h or 2d`],
-    ['a bad cron', `${MINIMAL}schedule:\n  backup: "@daily"\n`, {}, `${FILE}:7: schedule.backup: expected a cron expression`],
+    ['a fractional number for a duration', `${MINIMAL}objectives:\n  rpo: 1.5\n`, {}, `${FILE}:7: objectives.rpo:`],
+    ['a bad duration', `${MINIMAL}objectives:\n  rpo: 5 minutes\n`, {}, `${FILE}:7: objectives.rpo: expected a duration such as 30s, 5m (or 5min), 1h30m or 2d (a bare number is seconds)`],
+    ['a bad cron', `${MINIMAL}schedule:\n  backup: "@reboot"\n`, {}, `${FILE}:7: schedule.backup: expected a cron expression or one of @yearly, @annually, @monthly, @weekly, @daily, @midnight, @hourly`],
+    ['an unknown time zone', `${MINIMAL}schedule:\n  timezone: Europe/Atlantis\n`, {}, `${FILE}:7: schedule.timezone: expected an IANA time zone name such as UTC or Europe/Berlin`],
+    ['an offset for a time zone', `${MINIMAL}schedule:\n  timezone: "+01:00"\n`, {}, `${FILE}:7: schedule.timezone: expected an IANA time zone name`],
     ['an unknown strategy', MINIMAL.replace('pitr', 'snapshot'), {}, `${FILE}:1: strategy: Invalid option: expected one of "dump"|"pitr"|"replica"|"patroni"`],
     ['an unset variable', `${MINIMAL}  secret_access_key: \${PGBK_TEST_UNSET}\n`, {}, `${FILE}:6: repository.secret_access_key: environment variable PGBK_TEST_UNSET is not set`],
     ['an unset variable next to a set one', MINIMAL.replace('127.0.0.1', '${HOST_A}${HOST_B}'), {HOST_A: 'x'}, `${FILE}:3: postgres.url: environment variable HOST_B is not set`],
@@ -226,29 +229,98 @@ describe('locating policy files', () => {
     await rm(dir, {recursive: true, force: true});
   });
 
-  it('finds the policies directory: --policies, PGBK_POLICIES, ./policies, /etc/pgbk/policies', () => {
+  it('finds the policies directory: --policies, PGBK_POLICIES, /etc/pgbk/policies, never the current directory', () => {
     expect(policiesDirectory({policiesDir: 'p', env: {PGBK_POLICIES: '/x'}, cwd: '/work'})).toBe('/work/p');
     expect(policiesDirectory({env: {PGBK_POLICIES: 'q'}, cwd: '/work'})).toBe('/work/q');
-    expect(policiesDirectory({env: {}, cwd: dir})).toBe(join(dir, 'policies'));
-    expect(policiesDirectory({env: {}, cwd: join(dir, 'policies')})).toBe('/etc/pgbk/policies');
+    // dir holds policies/orders.yaml: still not searched
+    expect(policiesDirectory({env: {}, cwd: dir})).toBe('/etc/pgbk/policies');
   });
 
-  it('resolves a name in the policies directory and a path as a path', () => {
-    expect(resolvePolicyPath({policy: 'orders', env: {}, cwd: dir})).toBe(join(dir, 'policies', 'orders.yaml'));
-    expect(resolvePolicyPath({env: {PGBK_POLICY: 'orders', PGBK_POLICIES: '/p'}, cwd: dir})).toBe('/p/orders.yaml');
+  it('resolves a name in the policies directory (.yaml, else .yml) and a path as a path', async () => {
+    const policies = join(dir, 'policies');
+    expect(resolvePolicyPath({policy: 'orders', policiesDir: policies, env: {}, cwd: '/'})).toBe(join(policies, 'orders.yaml'));
+    expect(resolvePolicyPath({env: {PGBK_POLICY: 'orders', PGBK_POLICIES: policies}, cwd: '/'})).toBe(join(policies, 'orders.yaml'));
+    await writeFile(join(policies, 'short.yml'), MINIMAL, {mode: 0o600});
+    expect(resolvePolicyPath({policy: 'short', policiesDir: policies, env: {}, cwd: '/'})).toBe(join(policies, 'short.yml'));
+    await writeFile(join(policies, 'short.yaml'), MINIMAL, {mode: 0o600});
+    expect(() => resolvePolicyPath({policy: 'short', policiesDir: policies, env: {}, cwd: '/'}))
+      .toThrow(`policy short is ambiguous: both ${join(policies, 'short.yaml')} and ${join(policies, 'short.yml')} exist`);
+    await rm(join(policies, 'short.yaml'));
+    await rm(join(policies, 'short.yml'));
     expect(resolvePolicyPath({policy: 'x.yml', env: {}, cwd: '/w'})).toBe('/w/x.yml');
     expect(resolvePolicyPath({policy: './a/b', env: {}, cwd: '/w'})).toBe('/w/a/b');
     expect(resolvePolicyPath({policy: '/abs/p.yaml', env: {}, cwd: '/w'})).toBe('/abs/p.yaml');
     expect(() => resolvePolicyPath({env: {}, cwd: '/w'})).toThrow(PolicyError);
   });
 
-  it('loads a policy by name, and names a missing file', async () => {
-    const policy = await loadPolicy({policy: 'orders', env: {}, cwd: dir});
+  it('loads a policy by name, and names where it looked for a missing one', async () => {
+    const policies = join(dir, 'policies');
+    const policy = await loadPolicy({policy: 'orders', policiesDir: policies, env: {}, cwd: '/'});
     expect(policy.name).toBe('orders');
-    expect(policy.file).toBe(join(dir, 'policies', 'orders.yaml'));
-    const missing = await loadPolicy({policy: 'nope', env: {}, cwd: dir}).catch((error: unknown) => error);
+    expect(policy.file).toBe(join(policies, 'orders.yaml'));
+    const missing = await loadPolicy({policy: 'nope', env: {PGBK_POLICIES: policies}, cwd: '/'}).catch((error: unknown) => error);
     expect(missing).toBeInstanceOf(PolicyError);
     expect((missing as PolicyError).exitCode).toBe(2);
-    expect((missing as PolicyError).message).toBe(`cannot read policy file ${join(dir, 'policies', 'nope.yaml')}: no such file`);
+    expect((missing as PolicyError).message).toBe(`no policy nope: looked for ${join(policies, 'nope.yaml')} and ${join(policies, 'nope.yml')} (policies directory ${policies}: PGBK_POLICIES)`);
+    // the current directory holds policies/orders.yaml, but a name is never looked up there
+    const notHere = await loadPolicy({policy: 'orders', env: {}, cwd: dir}).catch((error: unknown) => error);
+    expect((notHere as PolicyError).message).toBe('no policy orders: looked for /etc/pgbk/policies/orders.yaml and /etc/pgbk/policies/orders.yml (policies directory /etc/pgbk/policies: the default; --policies and PGBK_POLICIES are not set)');
+    const path = await loadPolicy({policy: join(dir, 'missing.yaml'), env: {}, cwd: '/'}).catch((error: unknown) => error);
+    expect((path as PolicyError).message).toBe(`cannot read policy file ${join(dir, 'missing.yaml')}: no such file`);
+  });
+
+  it('names a .yml policy after its file, like a .yaml one', async () => {
+    const file = join(dir, 'short.yml');
+    await writeFile(file, MINIMAL, {mode: 0o600});
+    expect((await loadPolicy({policy: file, env: {}, cwd: '/'})).name).toBe('short');
+  });
+});
+
+describe('policy files others can write', () => {
+  let base: string;
+  beforeAll(async () => {
+    base = await mkdtemp(join(tmpdir(), 'pgbk-unit-perm-'));
+  });
+  afterAll(async () => {
+    await rm(base, {recursive: true, force: true});
+  });
+
+  it.each([
+    [0o620, 0o700, 'policy file', 'its group', '0620'],
+    [0o602, 0o700, 'policy file', 'every user', '0602'],
+    [0o600, 0o770, 'policy directory', 'its group', '0770'],
+    [0o600, 0o777, 'policy directory', 'every user', '0777'],
+  ])('refuses file mode %s in a directory of mode %s to root and to other users (exit 2, naming path and mode)', async (fileMode, dirMode, what, who, shown) => {
+    const dirOf = await mkdtemp(join(base, 'd-'));
+    const file = join(dirOf, 'p.yaml');
+    await writeFile(file, MINIMAL);
+    await chmod(file, fileMode);
+    await chmod(dirOf, dirMode);
+    const owner = (await stat(file)).uid;
+    const path = what === 'policy file' ? file : dirOf;
+    for (const uid of [0, owner + 4242]) {
+      let refused: unknown;
+      try {
+        assertPolicyNotWritableByOthers(file, {uid});
+      } catch (error) {
+        refused = error;
+      }
+      expect(refused).toBeInstanceOf(PolicyError);
+      expect((refused as PolicyError).exitCode).toBe(2);
+      expect((refused as PolicyError).message).toContain(`${what} ${path} is writable by ${who} (mode ${shown}): refused`);
+      expect((refused as PolicyError).hint).toBe(`chmod go-w ${path}`);
+    }
+    // the file's owner (not root) is trusted with its own file
+    if (owner !== 0) expect(() => assertPolicyNotWritableByOthers(file, {uid: owner})).not.toThrow();
+  });
+
+  it('accepts a file and directory only their owner can write', async () => {
+    const dirOf = await mkdtemp(join(base, 'ok-'));
+    const file = join(dirOf, 'p.yaml');
+    await writeFile(file, MINIMAL);
+    await chmod(file, 0o644);
+    await chmod(dirOf, 0o755);
+    expect(() => assertPolicyNotWritableByOthers(file, {uid: 0})).not.toThrow();
+    expect(() => assertPolicyNotWritableByOthers(file, {uid: 4242})).not.toThrow();
   });
 });

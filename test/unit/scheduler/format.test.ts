@@ -3,7 +3,7 @@ import {tmpdir} from 'node:os';
 import {join} from 'node:path';
 import {describe, expect, it} from 'vitest';
 import {formatLogLine, lastLines} from '../../../src/scheduler/log.js';
-import {buildFamilies, formatPrometheus, rpoMet, type PolicyMetrics} from '../../../src/scheduler/metrics.js';
+import {buildFamilies, buildInfoFamily, formatPrometheus, jobRunsFamily, processFamilies, rpoMet, type PolicyMetrics} from '../../../src/scheduler/metrics.js';
 import {parseListen} from '../../../src/scheduler/daemon.js';
 import {removeUnfinishedBackups, parseOutput, writeJobResult, readJobResult, type JobResult} from '../../../src/scheduler/jobs.js';
 import {LocalRepository} from '../../../src/storage/local/local-repository.js';
@@ -55,7 +55,9 @@ describe('Prometheus text format', () => {
     expect(text).toContain('pgbk_job_running{policy="orders",job="backup"} 1\n');
     expect(text).toContain('pgbk_backups{policy="orders"} 2\n');
     expect(text).toContain('pgbk_backup_bytes{policy="orders"} 2048\n');
-    expect(text).toContain('pgbk_last_archived_wal_age_seconds{policy="orders"} 120\n');
+    expect(text).toContain(`pgbk_wal_last_archived_timestamp_seconds{policy="orders"} ${Date.parse('2026-11-26T09:58:00Z') / 1000}\n`);
+    expect(text).toContain(`pgbk_backup_last_success_timestamp_seconds{policy="orders"} ${Date.parse('2026-11-26T02:00:00Z') / 1000}\n`);
+    expect(text).not.toMatch(/_age_seconds/);
     expect(text).toContain('pgbk_objective_met{policy="orders",objective="rpo"} 1\n');
     expect(text).toContain('# TYPE pgbk_backups gauge\n');
   });
@@ -135,5 +137,48 @@ describe('job records and leftovers', () => {
     } finally {
       rmSync(dir, {recursive: true, force: true});
     }
+  });
+});
+
+describe('build info, job run counters and process metrics', () => {
+  it('exposes pgbk_build_info with the package and Node.js versions', async () => {
+    const {readFileSync} = await import('node:fs');
+    const version = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')).version as string;
+    expect(formatPrometheus([buildInfoFamily()])).toBe(
+      `# HELP pgbk_build_info Always 1: the pgbk and Node.js versions as labels\n# TYPE pgbk_build_info gauge\npgbk_build_info{version="${version}",node_version="${process.version}"} 1\n`);
+  });
+
+  it('counts job runs by result, every series from 0', () => {
+    const text = formatPrometheus([jobRunsFamily(['orders'], new Map([['orders\0backup\0success', 3], ['orders\0drill\0failure', 1]]))]);
+    expect(text).toContain('# TYPE pgbk_job_runs_total counter\n');
+    expect(text).toContain('pgbk_job_runs_total{policy="orders",job="backup",result="success"} 3\n');
+    expect(text).toContain('pgbk_job_runs_total{policy="orders",job="backup",result="failure"} 0\n');
+    expect(text).toContain('pgbk_job_runs_total{policy="orders",job="drill",result="failure"} 1\n');
+    expect(text).toContain('pgbk_job_runs_total{policy="orders",job="expire",result="success"} 0\n');
+  });
+
+  it('reports the standard process metrics of this process', async () => {
+    const text = formatPrometheus(await processFamilies());
+    expect(text).toMatch(/^process_cpu_seconds_total [\d.e-]+$/m);
+    expect(text).toMatch(/^process_resident_memory_bytes [1-9]\d*$/m);
+    const start = Number(/^process_start_time_seconds (\d+)$/m.exec(text)?.[1]);
+    expect(Math.abs(start - (Date.now() / 1000 - process.uptime()))).toBeLessThan(2);
+    expect(text).toMatch(/^process_open_fds [1-9]\d*$/m);
+    expect(text).toMatch(/^process_max_fds [1-9]\d*$/m);
+    expect(text).toMatch(/^nodejs_heap_size_used_bytes [1-9]\d*$/m);
+  });
+});
+
+describe('scheduler log lines: level and the journal', () => {
+  it('leaves out entries below PGBK_LOG_LEVEL and prefixes the syslog priority for the journal', async () => {
+    const {createLog} = await import('../../../src/scheduler/log.js');
+    const written: string[] = [];
+    const out = {write: (text: string) => written.push(text)} as unknown as NodeJS.WritableStream;
+    const log = createLog(out, () => now, {level: 'warn', journal: true});
+    log({event: 'start', policy: 'orders'});
+    log({event: 'skipped', level: 'warn', policy: 'orders'});
+    log({event: 'failure', policy: 'orders'});
+    expect(written.map((line) => line.slice(0, 3))).toEqual(['<4>', '<3>']);
+    expect(JSON.parse(written[1]!.slice(3))).toMatchObject({level: 'error', event: 'failure'});
   });
 });

@@ -1,5 +1,5 @@
 import {describe, expect, it} from 'vitest';
-import {archiveCommandProblem, expectedArchiveCommand, settingChecks} from '../../../src/status/check.js';
+import {archiveCommandProblem, expectedArchiveCommand, expectedRestoreCommand, settingChecks} from '../../../src/status/check.js';
 import type {ServerSettings} from '../../../src/pg/status-queries.js';
 
 const policy = {name: 'orders', file: '/srv/pgbk/orders.yaml', postgres: {url: 'postgresql://postgres@db/orders'}};
@@ -32,9 +32,21 @@ describe('archive_command', () => {
     expect(archiveCommandProblem(command, policy)).toMatch(message);
   });
 
-  it('suggests the policy by name when it lives in /etc/pgbk/policies, else by its file', () => {
-    expect(expectedArchiveCommand({name: 'orders', file: '/etc/pgbk/policies/orders.yaml'})).toBe('pgbk archive-push --policy orders %p');
-    expect(expectedArchiveCommand(policy)).toBe('pgbk archive-push --policy /srv/pgbk/orders.yaml %p');
+  it('recommends archive-push by absolute paths (Node.js and bin/pgbk) and the policy file, behind the shell fast path', () => {
+    const runtime = {pgbkBin: '/usr/lib/node_modules/pgbk/bin/pgbk', nodePath: '/usr/bin/node', nodeVersion: 'v24.0.0'};
+    const command = expectedArchiveCommand({name: 'orders', file: '/etc/pgbk/policies/orders.yaml'}, runtime);
+    expect(command).toMatch(/^m=pg_wal\/pgbk-spool\/pushed\/%f; /);
+    expect(command).toContain('exec /usr/bin/node /usr/lib/node_modules/pgbk/bin/pgbk archive-push --policy /etc/pgbk/policies/orders.yaml %p; fi');
+    expect(command).not.toContain("'");
+    expect(expectedArchiveCommand(policy, runtime)).toContain('archive-push --policy /srv/pgbk/orders.yaml %p');
+    expect(expectedRestoreCommand({name: 'orders', file: '/etc/pgbk/policies/orders.yml'}, runtime)).toBe('/usr/lib/node_modules/pgbk/bin/pgbk archive-get --policy orders %f %p');
+    expect(expectedRestoreCommand(policy, runtime)).toBe('/usr/lib/node_modules/pgbk/bin/pgbk archive-get --policy /srv/pgbk/orders.yaml %f %p');
+  });
+
+  it('quotes a Node.js path with a space (the server may not find node on its PATH), and passes its own test', () => {
+    const runtime = {pgbkBin: '/opt/pgbk/bin/pgbk', nodePath: '/opt/node 24/bin/node', nodeVersion: 'v24.0.0'};
+    expect(expectedArchiveCommand(policy, runtime)).toContain('exec "/opt/node 24/bin/node" /opt/pgbk/bin/pgbk archive-push --policy /srv/pgbk/orders.yaml %p');
+    expect(archiveCommandProblem(expectedArchiveCommand(policy, runtime), policy)).toBeUndefined();
   });
 });
 
@@ -49,11 +61,11 @@ describe('settingChecks', () => {
   it('says which postgresql.conf line or SQL fixes each failure', () => {
     const results = byName(settingChecks('pitr', {
       ...good, walLevel: 'minimal', archiveMode: 'off', archiveCommand: '', maxWalSenders: 0, superuser: false, replication: false, currentUser: 'backup',
-    }, policy, []));
+    }, policy, [], {pgbkBin: '/opt/pgbk/bin/pgbk', nodePath: '/usr/bin/node', nodeVersion: 'v24.0.0'}));
     expect(results.wal_level!.fix).toMatch(/wal_level = replica .*ALTER SYSTEM SET wal_level = 'replica'.*restart/);
     expect(results.archive_mode!.fix).toMatch(/^in postgresql.conf: archive_mode = on/);
-    expect(results.archive_command!.fix).toContain("archive_command = 'pgbk archive-push --policy /srv/pgbk/orders.yaml %p'");
-    expect(results.archive_command!.fix).toContain("ALTER SYSTEM SET archive_command = 'pgbk archive-push --policy /srv/pgbk/orders.yaml %p'; SELECT pg_reload_conf();");
+    expect(results.archive_command!.fix).toMatch(/archive_command = 'm=pg_wal\/pgbk-spool\/pushed\/%f; .*exec \/usr\/bin\/node \/opt\/pgbk\/bin\/pgbk archive-push --policy \/srv\/pgbk\/orders.yaml %p; fi'/);
+    expect(results.archive_command!.fix).toMatch(/ALTER SYSTEM SET archive_command = 'm=.*archive-push --policy \/srv\/pgbk\/orders.yaml %p; fi'; SELECT pg_reload_conf\(\);/);
     expect(results.max_wal_senders!.fix).toMatch(/max_wal_senders = 10/);
     expect(results['backup role']!.fix).toMatch(/^SQL: ALTER ROLE backup REPLICATION;/);
   });
