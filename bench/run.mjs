@@ -869,7 +869,9 @@ async function main() {
   }
 
   // from here on both tools archive every segment (pgBackRest synchronously), so both can restore to one target
-  const bothCommand = withPgbr ? `${pgbkCommand} && ${pgbrCommand()}` : pgbkCommand;
+  // pgbk's recommended command is a shell snippet ending in `exec node ...`: run it in a subshell, so pgBackRest's
+  // push still follows.
+  const bothCommand = withPgbr ? `( ${pgbkCommand} ) && ${pgbrCommand()}` : pgbkCommand;
   await cluster.setArchiveCommand(bothCommand);
   await waitArchived(cluster, await cluster.psql('select pg_walfile_name(pg_switch_wal())'), 300_000);
 
