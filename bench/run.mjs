@@ -869,7 +869,9 @@ async function main() {
   }
 
   // from here on both tools archive every segment (pgBackRest synchronously), so both can restore to one target
-  const bothCommand = withPgbr ? `${pgbkCommand} && ${pgbrCommand()}` : pgbkCommand;
+  // pgbk's recommended command is a shell snippet ending in `exec node ...`: run it in a subshell, so pgBackRest's
+  // push still follows.
+  const bothCommand = withPgbr ? `( ${pgbkCommand} ) && ${pgbrCommand()}` : pgbkCommand;
   await cluster.setArchiveCommand(bothCommand);
   await waitArchived(cluster, await cluster.psql('select pg_walfile_name(pg_switch_wal())'), 300_000);
 
@@ -950,7 +952,9 @@ async function main() {
       'select pg_is_in_recovery(), (select string_agg(id::text, \',\' order by id) from bench_marker)'], {asPg: true, timeoutMs: 30_000, check: false});
     const history = await run(pgTool('psql'), ['-X', '-At', '-h', '127.0.0.1', '-p', String(restorePort), '-U', 'postgres', '-d', 'bench', '-c', 'select count(*) from pgbench_history'], {asPg: true, timeoutMs: 60_000, check: false});
     const verified = check.stdout.trim() === 'f|1' && Number(history.stdout.trim()) === historyAtTarget;
-    return {verified, check: `${check.stdout.trim()} history ${history.stdout.trim()}/${historyAtTarget}`};
+    const result = {verified, check: `${check.stdout.trim()} history ${history.stdout.trim()}/${historyAtTarget}`};
+    if (!verified) recordError(`restored data on port ${restorePort}`, new BenchError(`not as expected (promoted|markers, history rows): ${result.check}; want f|1 history ${historyAtTarget}`));
+    return result;
   };
 
   if (target && backupManifest) {
