@@ -32,6 +32,7 @@ interface OpenPart {
 
 function openPart(repo: Repository, object: BackupObject, bufferBytes: number): OpenPart {
   const out = new PassThrough({highWaterMark: bufferBytes});
+  out.on('error', () => undefined); // a piece ahead fails unread: its reason is `done`'s, given when its turn comes
   const part: OpenPart = {object, out, done: Promise.resolve(0)};
   part.done = (async () => {
     const body = await repo.get(object.key);
