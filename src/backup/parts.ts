@@ -10,6 +10,7 @@ import {backupObjectKey} from '../storage/layout.js';
 import {codecSuffix, type Compression} from '../util/codec.js';
 import {parallelCompressor} from '../util/parallel-gzip.js';
 import type {BackupObject} from './manifest.js';
+import {streamGarbageCollector} from '../util/memory.js';
 
 /** The name of piece `part` (1-based) of tar `tar` ("base", or a tablespace oid): base.tar.zst, base.00002.tar.zst. */
 export function partName(tar: string, part: number, compression: Compression['codec']): string {
@@ -55,6 +56,7 @@ export class PartedUpload extends Writable {
   private written = 0;
   private readonly inFlight = new Set<Promise<void>>();
   private failure?: Error;
+  private readonly collectGarbage = streamGarbageCollector();
 
   constructor(private readonly options: PartedUploadOptions) {
     super({highWaterMark: 1024 * 1024});
@@ -63,6 +65,7 @@ export class PartedUpload extends Writable {
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
+    this.collectGarbage(chunk.length);
     this.writeChunk(chunk).then(() => callback(), (error: Error) => callback(error));
   }
 

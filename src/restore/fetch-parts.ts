@@ -38,7 +38,8 @@ function openPart(repo: Repository, object: BackupObject, bufferBytes: number): 
     const body = await repo.get(object.key);
     part.body = body;
     const verifier = new ChecksumVerifier(object.sha256, object.key);
-    const decompress = decompressor(object.compression);
+    // Chunks of 128 KiB: fewer, larger writes than zlib's 16 KiB default (the unpack writes each chunk as it comes).
+    const decompress = decompressor(object.compression, {chunkSize: 128 * 1024});
     try {
       await pipeline(decompress ? [body, verifier, decompress, out] : [body, verifier, out] as never);
     } catch (error) {

@@ -6,13 +6,15 @@
 //     O_NOFOLLOW, and no member may lie under a symlink the archive created;
 //   - symlinks only where PostgreSQL puts them: pg_tblspc/<oid> (a tablespace) and pg_wal; `symlinkTarget` may
 //     redirect them (restore --tablespace-map).
-// Chunks may split headers and data anywhere. Memory: one 512-byte header and the chunk being written.
+// Chunks may split headers and data anywhere. Memory: one 512-byte header and the chunk being written. File system
+// calls are synchronous: into the page cache they take microseconds, less than a trip through libuv's thread pool
+// (which the decompressors of the pieces fetched meanwhile use).
 
-import {constants} from 'node:fs';
-import {chmod, chown, lchown, lstat, mkdir, open, readFile, symlink, type FileHandle} from 'node:fs/promises';
+import {chmodSync, chownSync, closeSync, constants, fchmodSync, fchownSync, futimesSync, lchownSync, lstatSync, mkdirSync, openSync, readFileSync, symlinkSync, writeSync} from 'node:fs';
 import {join, relative, isAbsolute, dirname} from 'node:path';
 import {Writable} from 'node:stream';
 import {CorruptObjectError} from '../errors.js';
+import {streamGarbageCollector} from '../util/memory.js';
 
 const BLOCK = 512;
 
@@ -53,18 +55,28 @@ export class TarExtractor extends Writable {
   private header: Buffer = Buffer.alloc(0);
   private remaining = 0;
   private padding = 0;
-  private file?: FileHandle;
+  private file?: number;
+  /** Directories known to exist (made or seen). */
+  private readonly dirs = new Set<string>();
   private entry?: Header;
   private ended = false;
   private readonly symlinks = new Set<string>();
   private owners?: {users: Map<string, number>; groups: Map<string, number>};
+  private readonly collectGarbage = streamGarbageCollector();
 
   constructor(private readonly options: UntarOptions) {
     super({highWaterMark: 1024 * 1024});
   }
 
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
-    this.consume(chunk).then(() => callback(), (error: Error) => callback(error));
+    this.collectGarbage(chunk.length);
+    try {
+      this.consume(chunk);
+    } catch (error) {
+      callback(error as Error);
+      return;
+    }
+    callback();
   }
 
   override _final(callback: (error?: Error | null) => void): void {
@@ -78,23 +90,24 @@ export class TarExtractor extends Writable {
   override _destroy(error: Error | null, callback: (error?: Error | null) => void): void {
     const file = this.file;
     this.file = undefined;
-    if (!file) {
-      callback(error);
-      return;
+    if (file !== undefined) {
+      try {
+        closeSync(file);
+      } catch { /* closing after a failure */ }
     }
-    file.close().catch(() => undefined).then(() => callback(error));
+    callback(error);
   }
 
-  private async consume(chunk: Buffer): Promise<void> {
+  private consume(chunk: Buffer): void {
     let offset = 0;
     while (offset < chunk.length && !this.ended) {
       if (this.remaining > 0) {
         const take = Math.min(this.remaining, chunk.length - offset);
         const data = chunk.subarray(offset, offset + take);
-        if (this.file) await writeAll(this.file, data);
+        if (this.file !== undefined) writeAll(this.file, data);
         this.remaining -= take;
         offset += take;
-        if (this.remaining === 0) await this.finishFile();
+        if (this.remaining === 0) this.finishFile();
         continue;
       }
       if (this.padding > 0) {
@@ -110,12 +123,12 @@ export class TarExtractor extends Writable {
       if (this.header.length === BLOCK) {
         const block = this.header;
         this.header = Buffer.alloc(0);
-        await this.startMember(block);
+        this.startMember(block);
       }
     }
   }
 
-  private async startMember(block: Buffer): Promise<void> {
+  private startMember(block: Buffer): void {
     if (block.every((byte) => byte === 0)) {
       this.ended = true; // end-of-archive marker: anything after it (record padding) is ignored
       return;
@@ -135,28 +148,29 @@ export class TarExtractor extends Writable {
     this.members++;
     switch (header.type) {
       case '0': {
-        await mkdir(dirname(path), {recursive: true, mode: 0o700});
-        let file: FileHandle;
+        this.makeParent(path);
+        let file: number;
         try {
-          file = await open(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, mode);
+          file = openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_TRUNC | constants.O_NOFOLLOW, mode);
         } catch (error) {
           throw this.refuse(name, `cannot be written (${(error as NodeJS.ErrnoException).code ?? (error as Error).message})`);
         }
         this.file = file;
-        await file.chmod(mode);
-        if (header.size === 0) await this.finishFile();
+        fchmodSync(file, mode);
+        if (header.size === 0) this.finishFile();
         return;
       }
       case '5': {
         try {
-          await mkdir(path, {recursive: true, mode});
+          mkdirSync(path, {recursive: true, mode});
         } catch (error) {
           throw this.refuse(name, `cannot be made a directory (${(error as NodeJS.ErrnoException).code})`);
         }
-        const info = await lstat(path);
+        const info = lstatSync(path);
         if (!info.isDirectory()) throw this.refuse(name, 'is not a directory on disk');
-        await chmod(path, mode);
-        await this.chownMember(path, header, false);
+        chmodSync(path, mode);
+        this.dirs.add(path);
+        this.chownMember(path, header, false);
         this.entry = undefined;
         return;
       }
@@ -165,14 +179,14 @@ export class TarExtractor extends Writable {
           throw this.refuse(name, `is a symlink (to "${header.linkname}"); PostgreSQL puts symlinks only at pg_tblspc/<oid> and pg_wal`);
         }
         const target = this.options.symlinkTarget ? this.options.symlinkTarget(name, header.linkname) : header.linkname;
-        await mkdir(dirname(path), {recursive: true, mode: 0o700});
+        this.makeParent(path);
         try {
-          await symlink(target, path);
+          symlinkSync(target, path);
         } catch (error) {
           throw this.refuse(name, `cannot be made a symlink (${(error as NodeJS.ErrnoException).code})`);
         }
         this.symlinks.add(name);
-        await this.chownMember(path, header, true);
+        this.chownMember(path, header, true);
         this.entry = undefined;
         return;
       }
@@ -181,31 +195,39 @@ export class TarExtractor extends Writable {
     }
   }
 
-  private async finishFile(): Promise<void> {
+  private finishFile(): void {
     const file = this.file;
     const header = this.entry!;
     this.file = undefined;
     this.entry = undefined;
-    if (!file) return;
+    if (file === undefined) return;
     try {
       if (this.options.chownToArchiveOwner) {
-        const {uid, gid} = await this.ownerOf(header);
-        await file.chown(uid, gid);
+        const {uid, gid} = this.ownerOf(header);
+        fchownSync(file, uid, gid);
       }
-      if (header.mtime > 0) await file.utimes(header.mtime, header.mtime);
+      if (header.mtime > 0) futimesSync(file, header.mtime, header.mtime);
     } finally {
-      await file.close();
+      closeSync(file);
     }
   }
 
-  private async chownMember(path: string, header: Header, link: boolean): Promise<void> {
+  private chownMember(path: string, header: Header, link: boolean): void {
     if (!this.options.chownToArchiveOwner) return;
-    const {uid, gid} = await this.ownerOf(header);
-    await (link ? lchown(path, uid, gid) : chown(path, uid, gid));
+    const {uid, gid} = this.ownerOf(header);
+    (link ? lchownSync : chownSync)(path, uid, gid);
   }
 
-  private async ownerOf(header: Header): Promise<{uid: number; gid: number}> {
-    this.owners ??= {users: await idsOf('/etc/passwd'), groups: await idsOf('/etc/group')};
+  /** Makes the parent directory of a member that came without one (PostgreSQL sends every directory first). */
+  private makeParent(path: string): void {
+    const parent = dirname(path);
+    if (this.dirs.has(parent)) return;
+    mkdirSync(parent, {recursive: true, mode: 0o700});
+    this.dirs.add(parent);
+  }
+
+  private ownerOf(header: Header): {uid: number; gid: number} {
+    this.owners ??= {users: idsOf('/etc/passwd'), groups: idsOf('/etc/group')};
     return {
       uid: this.owners.users.get(header.uname) ?? header.uid,
       gid: this.owners.groups.get(header.gname) ?? header.gid,
@@ -245,12 +267,9 @@ export class TarExtractor extends Writable {
   }
 }
 
-async function writeAll(file: FileHandle, data: Buffer): Promise<void> {
+function writeAll(file: number, data: Buffer): void {
   let offset = 0;
-  while (offset < data.length) {
-    const {bytesWritten} = await file.write(data, offset, data.length - offset);
-    offset += bytesWritten;
-  }
+  while (offset < data.length) offset += writeSync(file, data, offset, data.length - offset);
 }
 
 function parseHeader(block: Buffer, corrupt: (problem: string) => Error): Header {
@@ -302,9 +321,12 @@ function octal(field: Buffer): number {
 }
 
 /** name -> id from /etc/passwd or /etc/group. */
-async function idsOf(file: string): Promise<Map<string, number>> {
+function idsOf(file: string): Map<string, number> {
   const ids = new Map<string, number>();
-  const text = await readFile(file, 'utf8').catch(() => '');
+  let text = '';
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch { /* no such file: numeric ids */ }
   for (const line of text.split('\n')) {
     const fields = line.split(':');
     if (fields.length >= 3 && /^\d+$/.test(fields[2]!)) ids.set(fields[0]!, Number(fields[2]));
