@@ -51,6 +51,14 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     if (rows[0].wal_level === 'minimal') {
       throw new PgServerError('wal_level is minimal: a base backup needs WAL', 'set wal_level = replica in postgresql.conf and restart');
     }
+    // pg_basebackup writes one tablespace only to a stream (-D - -Ft); say so before anything starts.
+    const tablespaces = await client.query<{name: string; location: string}>(
+      `select spcname as name, pg_tablespace_location(oid) as location from pg_tablespace where spcname not in ('pg_default', 'pg_global') order by spcname`);
+    if (tablespaces.rows.length > 0) {
+      throw new BackupError(
+        `the server at ${redactUrl(source.url)} has user tablespaces (${tablespaces.rows.map((row) => `${row.name} at ${row.location}`).join(', ')}), which pgbk cannot back up yet; nothing was written`,
+        'move their tables to pg_default (ALTER TABLE ... SET TABLESPACE pg_default) and drop the tablespaces, or back this cluster up with another tool for now');
+    }
     const archiving = rows[0].archive_mode === 'always' || (rows[0].archive_mode === 'on' && !info.inRecovery) ||
       (info.inRecovery && source.primaryUrl !== undefined && (await primaryArchiveMode(source.primaryUrl)).archiving);
     if (!archiving) {

@@ -10,7 +10,7 @@ import {join} from 'node:path';
 import {zstdCompressSync, zstdDecompressSync, gunzipSync, gzipSync} from 'node:zlib';
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
 import {restoreAndStart, setupArchiving, snapshot, switchAndWaitArchived, type ArchivingSetup, type RowSnapshot} from '../helpers/pitr.js';
-import {makeTempDir} from '../helpers/cluster.js';
+import {chownToPostgres, makeTempDir} from '../helpers/cluster.js';
 import {tarMember, tarEnd, withoutTarEnd} from '../helpers/tar.js';
 import {loadPolicy} from '../../src/policy/load.js';
 import {openRepository} from '../../src/storage/open.js';
@@ -152,5 +152,23 @@ describe('a backup stored in several objects (radosgw)', () => {
     expect(existsSync(join(tmpdir(), escape))).toBe(false);
     expect(existsSync(`/tmp/${escape}`)).toBe(false);
     expect(existsSync(dir) ? readdirSync(dir) : []).toEqual([]);
+  });
+
+  it('a cluster with a user tablespace: refused up front, naming it, nothing written', async () => {
+    const location = makeTempDir('pgbk-parts-tablespace-');
+    chownToPostgres(location);
+    await setup.cluster.psql(`create tablespace pgbk_ts location '${location}'`);
+    try {
+      const before: string[] = [];
+      for await (const object of repo.list('backups/')) before.push(object.key);
+      const result = await setup.pgbk(['backup']);
+      expect(result.exitCode).toBe(1);
+      expect(result.stderr).toContain(`has user tablespaces (pgbk_ts at ${location}), which pgbk cannot back up yet; nothing was written`);
+      const after: string[] = [];
+      for await (const object of repo.list('backups/')) after.push(object.key);
+      expect(after).toEqual(before);
+    } finally {
+      await setup.cluster.psql(`drop tablespace pgbk_ts`);
+    }
   });
 });
