@@ -9,7 +9,8 @@ import type {Repository, PutResult} from '../storage/repository.js';
 import {backupObjectKey} from '../storage/layout.js';
 import {codecSuffix, type Compression} from '../util/codec.js';
 import {parallelCompressor} from '../util/parallel-gzip.js';
-import type {BackupObject} from './manifest.js';
+import type {BackupManifest, BackupObject} from './manifest.js';
+import {CorruptObjectError} from '../errors.js';
 import {streamGarbageCollector} from '../util/memory.js';
 
 /** The name of piece `part` (1-based) of tar `tar` ("base", or a tablespace oid): base.tar.zst, base.00002.tar.zst. */
@@ -134,4 +135,24 @@ export class PartedUpload extends Writable {
     this.current?.compressor.end();
     this.current = undefined;
   }
+}
+
+/** The objects of a backup grouped by tar ("base", tablespace oids), each group its pieces in order. */
+export function tarsOf(backup: BackupManifest): Map<string, BackupObject[]> {
+  const tars = new Map<string, BackupObject[]>();
+  for (const object of backup.objects) {
+    const tar = object.tar ?? 'base';
+    const pieces = tars.get(tar) ?? [];
+    pieces.push(object);
+    tars.set(tar, pieces);
+  }
+  for (const [tar, pieces] of tars) {
+    pieces.forEach((piece, index) => {
+      if ((piece.part ?? 1) !== index + 1 || (piece.part === undefined && pieces.length > 1)) {
+        throw new CorruptObjectError(`backup ${backup.id}: its manifest lists the pieces of ${tar}.tar out of order (${piece.key} as piece ${index + 1})`,
+          'the manifest was altered or damaged; restore another backup (pgbk list, --backup <id>)');
+      }
+    });
+  }
+  return tars;
 }

@@ -18,6 +18,8 @@ export interface PartStreamOptions {
   bufferBytes?: number;
   /** Called as each piece is fully read and verified, with its stored bytes. */
   onPartDone?: (object: BackupObject, storedBytes: number) => void;
+  /** Called as stored bytes of the piece being handed on arrive, with its count so far. */
+  onStoredBytes?: (bytes: number) => void;
   /** Called as a piece starts being handed on. */
   onPartStart?: (object: BackupObject) => void;
 }
@@ -30,14 +32,15 @@ interface OpenPart {
   done: Promise<number>;
 }
 
-function openPart(repo: Repository, object: BackupObject, bufferBytes: number): OpenPart {
+function openPart(repo: Repository, object: BackupObject, bufferBytes: number): OpenPart & {verifier?: ChecksumVerifier} {
   const out = new PassThrough({highWaterMark: bufferBytes});
   out.on('error', () => undefined); // a piece ahead fails unread: its reason is `done`'s, given when its turn comes
-  const part: OpenPart = {object, out, done: Promise.resolve(0)};
+  const part: OpenPart & {verifier?: ChecksumVerifier} = {object, out, done: Promise.resolve(0)};
   part.done = (async () => {
     const body = await repo.get(object.key);
     part.body = body;
     const verifier = new ChecksumVerifier(object.sha256, object.key);
+    part.verifier = verifier;
     // Chunks of 128 KiB: fewer, larger writes than zlib's 16 KiB default (the unpack writes each chunk as it comes).
     const decompress = decompressor(object.compression, {chunkSize: 128 * 1024});
     try {
@@ -68,7 +71,7 @@ export function partError(object: BackupObject, error: unknown): Error {
 export async function* concatenatedParts(repo: Repository, objects: BackupObject[], options: PartStreamOptions = {}): AsyncGenerator<Buffer> {
   const concurrency = Math.max(1, options.concurrency ?? 3);
   const bufferBytes = options.bufferBytes ?? 4 * 1024 * 1024;
-  const opened: Array<OpenPart | undefined> = [];
+  const opened: Array<(OpenPart & {verifier?: ChecksumVerifier}) | undefined> = [];
   let next = 0;
   try {
     for (let index = 0; index < objects.length; index++) {
@@ -76,7 +79,10 @@ export async function* concatenatedParts(repo: Repository, objects: BackupObject
       const part = opened[index]!;
       options.onPartStart?.(part.object);
       try {
-        for await (const chunk of part.out) yield chunk as Buffer;
+        for await (const chunk of part.out) {
+          if (part.verifier) options.onStoredBytes?.(part.verifier.bytes);
+          yield chunk as Buffer;
+        }
       } catch (error) {
         // The stream broke: the reason is the piece's own failure (missing, damaged, not valid data).
         throw await part.done.then(() => partError(part.object, error), (reason: Error) => reason);

@@ -8,9 +8,10 @@ import {pipeline} from 'node:stream/promises';
 import {CorruptObjectError, DestinationError, ObjectNotFoundError, RestoreError} from '../errors.js';
 import type {Policy} from '../policy/types.js';
 import type {Repository} from '../storage/repository.js';
-import type {BackupManifest, BackupObject} from '../backup/manifest.js';
+import type {BackupManifest} from '../backup/manifest.js';
 import {TarExtractor} from './untar.js';
 import {concatenatedParts} from './fetch-parts.js';
+import {tarsOf} from '../backup/parts.js';
 import {findArchived} from '../wal/archive.js';
 import {ChecksumVerifier} from '../util/streams.js';
 import {createProgress} from '../util/progress.js';
@@ -195,26 +196,6 @@ export async function layOutDataDirectory(repo: Repository, policy: Policy, plan
 
 const UNPACK_ATTEMPTS = 3;
 
-/** The objects of a backup grouped by tar ("base", tablespace oids), each group its pieces in order. */
-export function tarsOf(backup: BackupManifest): Map<string, BackupObject[]> {
-  const tars = new Map<string, BackupObject[]>();
-  for (const object of backup.objects) {
-    const tar = object.tar ?? 'base';
-    const pieces = tars.get(tar) ?? [];
-    pieces.push(object);
-    tars.set(tar, pieces);
-  }
-  for (const [tar, pieces] of tars) {
-    pieces.forEach((piece, index) => {
-      if ((piece.part ?? 1) !== index + 1 || (piece.part === undefined && pieces.length > 1)) {
-        throw new CorruptObjectError(`backup ${backup.id}: its manifest lists the pieces of ${tar}.tar out of order (${piece.key} as piece ${index + 1})`,
-          'the manifest was altered or damaged; restore another backup (pgbk list, --backup <id>)');
-      }
-    });
-  }
-  return tars;
-}
-
 /** Every piece is in the repository with the size the manifest gives, before anything is written. */
 async function checkPiecesPresent(repo: Repository, backup: BackupManifest): Promise<void> {
   const objects = [...backup.objects];
@@ -254,12 +235,13 @@ async function unpackObjects(repo: Repository, plan: RestorePlan, dataDir: strin
     try {
       await pipeline(concatenatedParts(repo, pieces, {
         onPartStart: (object) => { current = object; },
-        onPartDone: (_object, bytes) => { fetchedBytes += bytes; progress.update(fetchedBytes); },
+        onStoredBytes: (bytes) => progress.update(fetchedBytes + bytes),
+        onPartDone: (_object, bytes) => { fetchedBytes += bytes; },
       }), extractor);
     } catch (error) {
-      // A tar the extractor cannot read may be a stored piece damaged in a way the checksum, checked at the end of
-      // each piece, had not caught yet: read that piece through once more and say so.
-      if (error instanceof CorruptObjectError && /is not a valid tar archive/.test(error.message)) {
+      // A tar the extractor cannot read (or a member it refuses) may be a stored piece damaged in a way the checksum,
+      // checked at the end of each piece, had not caught yet: read that piece through once more and say so.
+      if (error instanceof CorruptObjectError && /is not a valid tar archive|: tar member /.test(error.message)) {
         const damage = await storedChecksumMismatch(repo, current).catch(() => undefined);
         if (damage) throw new CorruptObjectError(`backup object ${current.key} is damaged: ${damage}`, HINT, {cause: error});
       }

@@ -6,7 +6,7 @@ import {join} from 'node:path';
 import {Readable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import {afterEach, beforeEach, describe, expect, it} from 'vitest';
-import {PartedUpload, partName, rawBytesPerPart} from '../../../src/backup/parts.js';
+import {PartedUpload, partName, rawBytesPerPart, tarsOf} from '../../../src/backup/parts.js';
 import {concatenatedParts} from '../../../src/restore/fetch-parts.js';
 import {LocalRepository} from '../../../src/storage/local/local-repository.js';
 import {CorruptObjectError, ObjectNotFoundError} from '../../../src/errors.js';
@@ -99,5 +99,23 @@ describe('reading pieces back', () => {
     const left: string[] = [];
     for await (const object of repo.list('backups/20261130T030000Z/')) left.push(object.key);
     expect(left).toEqual([]);
+  });
+});
+
+describe('tarsOf', () => {
+  const piece = (part: number | undefined, tar?: string) => ({name: `p${part}`, key: `backups/X/p${part}`, sizeBytes: 1, sha256: 'a'.repeat(64), compression: 'zstd' as const, ...(tar ? {tar} : {}), ...(part ? {part} : {})});
+  const manifest = (objects: ReturnType<typeof piece>[]) => ({id: 'X', objects} as unknown as Parameters<typeof tarsOf>[0]);
+
+  it('groups pieces by tar in order; a backup from before pieces is one object of base', () => {
+    expect([...tarsOf(manifest([piece(undefined)])).keys()]).toEqual(['base']);
+    const tars = tarsOf(manifest([piece(1, 'base'), piece(2, 'base'), piece(1, '16384')]));
+    expect(tars.get('base')!.map((object) => object.part)).toEqual([1, 2]);
+    expect(tars.get('16384')!.map((object) => object.part)).toEqual([1]);
+  });
+
+  it('refuses a manifest whose pieces skip, repeat or reorder', () => {
+    expect(() => tarsOf(manifest([piece(1, 'base'), piece(3, 'base')]))).toThrow(/lists the pieces of base\.tar out of order \(backups\/X\/p3 as piece 2\)/);
+    expect(() => tarsOf(manifest([piece(2, 'base'), piece(1, 'base')]))).toThrow(CorruptObjectError);
+    expect(() => tarsOf(manifest([piece(undefined), piece(undefined)]))).toThrow(/out of order/);
   });
 });
