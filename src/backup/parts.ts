@@ -103,9 +103,10 @@ export class PartedUpload extends Writable {
     }
   }
 
-  /** Waits for the compressor to take more, or for its upload to fail (it then reads no further). */
+  /** Waits for the compressor to take more; a failed upload destroys it (below), which ends the wait with its error. */
   private async drained(piece: Piece): Promise<void> {
-    await Promise.race([once(piece.compressor, 'drain'), piece.upload.then(() => undefined)]);
+    if (piece.compressor.destroyed) throw this.failure ?? new Error(`the upload of ${piece.key} ended early`);
+    await once(piece.compressor, 'drain');
   }
 
   private async startPiece(): Promise<void> {
@@ -116,6 +117,7 @@ export class PartedUpload extends Writable {
     const name = partName(tar, part, compression.codec);
     const key = backupObjectKey(backupId, name);
     const compressor = parallelCompressor(compression);
+    compressor.on('error', () => undefined); // surfaced through the upload's failure
     this.keys.push(key);
     const upload = repo.put(key, compressor);
     upload.catch(() => undefined); // observed through `inFlight`
