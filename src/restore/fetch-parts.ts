@@ -70,7 +70,7 @@ export function partError(object: BackupObject, error: unknown): Error {
 /** The decompressed bytes of `objects`, in order, with up to `concurrency` pieces fetched at once. */
 export async function* concatenatedParts(repo: Repository, objects: BackupObject[], options: PartStreamOptions = {}): AsyncGenerator<Buffer> {
   const concurrency = Math.max(1, options.concurrency ?? 3);
-  const bufferBytes = options.bufferBytes ?? 4 * 1024 * 1024;
+  const bufferBytes = options.bufferBytes ?? 1024 * 1024;
   const opened: Array<(OpenPart & {verifier?: ChecksumVerifier}) | undefined> = [];
   let next = 0;
   try {

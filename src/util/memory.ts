@@ -2,7 +2,8 @@
 // V8 collects them only when its young generation fills (tens of MB by default on 64-bit) or when outside-heap
 // memory has grown by 64 MB since the last full collection. On a stream of many GB the peak RSS is then mostly
 // garbage waiting to be collected. A young-generation collection every 16 MiB streamed (about a millisecond: what
-// survives is a few buffers) and a full one every 256 MiB keep it flat.
+// survives is a few buffers) and a full one every 64 MiB (buffers held a while get promoted; only a full collection
+// frees those) keep it flat.
 
 import v8 from 'node:v8';
 import vm from 'node:vm';
@@ -26,7 +27,7 @@ function gc(): GcFunction | null {
 }
 
 const MINOR_EVERY = 16 * 1024 * 1024;
-const MAJOR_EVERY = 256 * 1024 * 1024;
+const MAJOR_EVERY = 64 * 1024 * 1024;
 
 /** Returns `passed(bytes)`, to call as data streams through: it collects garbage every so many bytes. */
 export function streamGarbageCollector(): (bytes: number) => void {
