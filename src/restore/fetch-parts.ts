@@ -30,6 +30,8 @@ interface OpenPart {
   out: PassThrough;
   /** Resolves with the stored bytes once the piece passed whole and verified (size and SHA-256). */
   done: Promise<number>;
+  /** Set as soon as `done` rejects. */
+  failed?: Error;
 }
 
 function openPart(repo: Repository, object: BackupObject, bufferBytes: number): OpenPart & {verifier?: ChecksumVerifier} {
@@ -53,7 +55,10 @@ function openPart(repo: Repository, object: BackupObject, bufferBytes: number): 
     }
     return verifier.bytes;
   })();
-  part.done.catch((error: Error) => out.destroy(error));
+  part.done.catch((error: Error) => {
+    part.failed = error;
+    out.destroy(error);
+  });
   return part;
 }
 
@@ -76,7 +81,13 @@ export async function* concatenatedParts(repo: Repository, objects: BackupObject
   try {
     for (let index = 0; index < objects.length; index++) {
       while (next < objects.length && next < index + concurrency) opened[next] = openPart(repo, objects[next]!, bufferBytes), next++;
-      const part = opened[index]!;
+      let part = opened[index]!;
+      // A piece fetched ahead waits, paused, for its turn; if its connection broke meanwhile (a store's idle
+      // timeout, a reset), nothing of it has been handed on yet: fetch it again from the start.
+      if (part.failed && !(part.failed instanceof CorruptObjectError || part.failed instanceof ObjectNotFoundError) && !isCodecDataError(part.failed)) {
+        part.body?.destroy();
+        part = opened[index] = openPart(repo, objects[index]!, bufferBytes);
+      }
       options.onPartStart?.(part.object);
       try {
         for await (const chunk of part.out) {
