@@ -11,8 +11,7 @@ import {nextXid, serverInfo, type ServerInfo} from '../pg/queries.js';
 import {checkServerVersion} from '../pg/version.js';
 import {redactUrl} from '../pg/conninfo.js';
 import {spawnPg, toolError} from '../pg/run.js';
-import {backupObjectKey} from '../storage/layout.js';
-import {codecSuffix, decompressor} from '../util/codec.js';
+import {decompressor} from '../util/codec.js';
 import type {Repository} from '../storage/repository.js';
 import {assertSameSystem, type RepositoryIdentity} from '../identity/identity.js';
 import {createProgress} from '../util/progress.js';
@@ -22,7 +21,7 @@ import {segmentName, segmentNameForLsn, lsnToSegmentNumber} from '../wal/name.js
 import {parseBackupLabel, parseManifestWalRanges, type BackupLabel} from './label.js';
 import {writeManifest, type BackupManifest} from './manifest.js';
 import {TarWatcher} from './tar-watch.js';
-import {parallelCompressor} from '../util/parallel-gzip.js';
+import {PartedUpload} from './parts.js';
 import {claimBackupId} from './id.js';
 import {withOwner} from './owner.js';
 import {resolveBackupSource} from './source.js';
@@ -52,6 +51,14 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     if (rows[0].wal_level === 'minimal') {
       throw new PgServerError('wal_level is minimal: a base backup needs WAL', 'set wal_level = replica in postgresql.conf and restart');
     }
+    // pg_basebackup writes one tablespace only to a stream (-D - -Ft); say so before anything starts.
+    const tablespaces = await client.query<{name: string; location: string}>(
+      `select spcname as name, pg_tablespace_location(oid) as location from pg_tablespace where spcname not in ('pg_default', 'pg_global') order by spcname`);
+    if (tablespaces.rows.length > 0) {
+      throw new BackupError(
+        `the server at ${redactUrl(source.url)} has user tablespaces (${tablespaces.rows.map((row) => `${row.name} at ${row.location}`).join(', ')}), which pgbk cannot back up yet; nothing was written`,
+        'move their tables to pg_default (ALTER TABLE ... SET TABLESPACE pg_default) and drop the tablespaces, or back this cluster up with another tool for now');
+    }
     const archiving = rows[0].archive_mode === 'always' || (rows[0].archive_mode === 'on' && !info.inRecovery) ||
       (info.inRecovery && source.primaryUrl !== undefined && (await primaryArchiveMode(source.primaryUrl)).archiving);
     if (!archiving) {
@@ -74,31 +81,25 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     ];
     if (server.inRecovery && source.primaryUrl) await prepareStandbyBackup(source.url, source.primaryUrl);
     const child = spawnPg('pg_basebackup', args, {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal, dieWithParent: true});
-    const tarName = `base.tar${codecSuffix(policy.compression.codec)}`;
-    const tarKey = backupObjectKey(id, tarName);
-    let stored;
-    // Compressed on every core (gzip members side by side, or zstd's worker threads): one stream would cap a backup at one core.
-    const gzip = parallelCompressor(policy.compression);
-    const upload = repo.put(tarKey, gzip);
-    upload.catch(() => undefined); // awaited below; a failure is handled there
+    // The tar cut into pieces of at most backup.max_object_size, each compressed on every core (gzip members side
+    // by side, or one zstd stream) and uploaded as its own object while the next one fills.
+    const parts = new PartedUpload({repo, backupId: id, tar: 'base', compression: policy.compression, maxObjectBytes: policy.backup.maxObjectBytes});
+    const discard = async (): Promise<void> => {
+      await repo.remove(parts.keys).catch(() => undefined);
+    };
     // A standby archiving itself (archive_mode = always) waits in pg_backup_stop() for the primary to switch WAL.
     const stopWatch = server.inRecovery && source.primaryUrl ? watchStandbyBackupStop(source.url, source.primaryUrl) : undefined;
     try {
       watcher.on('data', () => progress.update(watcher.bytes));
-      const [, , result] = await Promise.all([
-        pipeline(child.stdout!, watcher, gzip),
-        child,
-        upload,
-      ]);
-      stored = result;
+      await Promise.all([pipeline(child.stdout!, watcher, parts), child]);
       progress.done();
     } catch (error) {
       child.kill();
-      // Fail the upload and let it finish failing (temp file removed, multipart aborted) before removing the key:
-      // nothing of a broken backup may stay behind, not even out of sight.
-      gzip.destroy(error as Error);
-      await upload.catch(() => undefined);
-      await repo.remove([tarKey]).catch(() => undefined);
+      // Fail the uploads and let them finish failing (temp files removed, multipart uploads aborted) before removing
+      // the keys: nothing of a broken backup may stay behind, not even out of sight.
+      if (!parts.destroyed) parts.destroy(error as Error);
+      await new Promise((resolveClose) => (parts.closed ? resolveClose(undefined) : parts.once('close', resolveClose)));
+      await discard();
       if ((error as {stderr?: unknown}).stderr !== undefined || (error as Error).name === 'ExecaError') throw toolError('pg_basebackup', error);
       throw error;
     } finally {
@@ -109,7 +110,7 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     const labelFile = watcher.files.get('backup_label');
     const label = labelFile ? parseBackupLabel(labelFile.content.toString('utf8')) : undefined;
     if (!label) {
-      await repo.remove([tarKey]).catch(() => undefined);
+      await discard();
       throw new BackupError('pg_basebackup output holds no readable backup_label; the backup was discarded');
     }
     const ranges = parseManifestWalRanges(watcher.files.get('backup_manifest')?.content.toString('utf8') ?? '');
@@ -117,7 +118,7 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     const stopLsn = history?.stopLsn ?? ranges.at(-1)?.endLsn;
     const stopTimeline = history?.stopTimeline ?? ranges.at(-1)?.timeline ?? label.startTimeline;
     if (stopLsn === undefined) {
-      await repo.remove([tarKey]).catch(() => undefined);
+      await discard();
       throw new BackupError('cannot tell where the backup ends (no .backup file archived, no backup_manifest); the backup was discarded',
         'let pg_basebackup write its backup manifest (PostgreSQL 13 or later) and archive WAL with pgbk');
     }
@@ -126,13 +127,13 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     // A standby cannot switch segments: the primary closes the one the backup ends in, so that it gets archived.
     if (server.inRecovery && source.primaryUrl) {
       await closeStopSegment(repo, source.primaryUrl, walStop).catch(async (error) => {
-        await repo.remove([tarKey]).catch(() => undefined);
+        await discard();
         throw error;
       });
     }
     await waitForWal(repo, label.startTimeline, label.startLsn, stopLsn, server.walSegmentSize, deps.walWaitMs ?? 60_000)
       .catch(async (error) => {
-        await repo.remove([tarKey]).catch(() => undefined);
+        await discard();
         throw error;
       });
 
@@ -160,10 +161,10 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
       systemId: server.systemId,
       pgVersionNum: server.versionNum,
       sourceBytes: watcher.bytes,
-      storedBytes: stored.sizeBytes,
+      storedBytes: parts.objects.reduce((sum, object) => sum + object.sizeBytes, 0),
       durationMs: finished.getTime() - started.getTime(),
       backupFrom: server.inRecovery ? 'standby' : 'primary',
-      objects: [{name: tarName, key: tarKey, sizeBytes: stored.sizeBytes, sha256: stored.sha256, compression: policy.compression.codec}],
+      objects: parts.objects,
     };
     await writeManifest(repo, manifest);
     return manifest;

@@ -15,6 +15,13 @@ export interface BackupObject {
   sha256: string;
   /** The codec of the stored object (base backups: zstd or gzip; dumps: none, pg_dump compresses itself). */
   compression: Codec;
+  /**
+   * Base backups: the tar this object is a piece of ("base", or a tablespace's oid; absent: "base"), and its place
+   * (1-based) among that tar's pieces. The pieces, each decompressed, concatenated in order, are the tar. Absent in
+   * backups made before backups were stored in pieces: one object, the whole tar.
+   */
+  tar?: string;
+  part?: number;
 }
 
 export interface BackupManifest {

@@ -1,6 +1,7 @@
 // Locates a policy file, reads it, expands ${ENV}, validates it and returns a frozen Policy.
 
 import {assertWritable, defaultCompression, LEVELS, type Compression} from '../util/codec.js';
+import {parseSize} from '../util/size.js';
 import {readFile, stat} from 'node:fs/promises';
 import {join} from 'node:path';
 import {homedir} from 'node:os';
@@ -101,7 +102,7 @@ export function parsePolicy(text: string, file: string, env: NodeJS.ProcessEnv):
       rpoSeconds: parseDuration(value.objectives?.rpo ?? defaults.rpo)!,
       rtoSeconds: parseDuration(value.objectives?.rto ?? defaults.rto)!,
     },
-    backup: {checkpoint: value.backup?.checkpoint ?? 'fast'},
+    backup: {checkpoint: value.backup?.checkpoint ?? 'fast', maxObjectBytes: parseSize(value.backup?.max_object_size ?? '1GiB')!},
     compression: compressionOf(value, file),
     dump: {tables: value.dump?.tables ?? []},
     ...(value.patroni ? {patroni: {

@@ -3,6 +3,7 @@
 import {z} from 'zod';
 import {validateDetailed as validateCron} from 'node-cron';
 import {DURATION_SYNTAX, parseDuration} from './duration.js';
+import {parseSize} from '../util/size.js';
 import type {Strategy} from './types.js';
 
 /** Objectives each strategy promises by default (the backup strategy matrix in CONTRACT.md). */
@@ -46,6 +47,10 @@ const cron = z.string().superRefine((value, ctx) => {
   if (problem) ctx.addIssue({code: 'custom', message: `expected a cron expression: ${problem.message}`});
 });
 
+/** Bounds of backup.max_object_size. */
+export const MIN_OBJECT_SIZE = 1024 ** 2;
+export const MAX_OBJECT_SIZE = 64 * 1024 ** 3;
+
 export const policySchema = z.strictObject({
   strategy: z.enum(['dump', 'pitr', 'replica', 'patroni']),
   postgres: z.strictObject({
@@ -88,6 +93,12 @@ export const policySchema = z.strictObject({
     checkpoint: z.enum(['fast', 'spread']).optional(),
     /** Deprecated: the gzip level before `compression:` existed (means codec gzip at this level). */
     compression_level: z.number().int().min(0).max(9).optional(),
+    /** Each stored object of a base backup holds at most this many bytes; larger backups are stored in parts. */
+    max_object_size: z.union([z.string(), z.number()]).superRefine((value, ctx) => {
+      const bytes = parseSize(value);
+      if (bytes === undefined) ctx.addIssue({code: 'custom', message: 'expected a size such as 1GiB, 64MiB or 500MB'});
+      else if (bytes < MIN_OBJECT_SIZE || bytes > MAX_OBJECT_SIZE) ctx.addIssue({code: 'custom', message: 'expected a size from 1MiB to 64GiB (an S3 upload holds at most 10,000 parts of 8 MiB)'});
+    }).optional(),
   }).optional(),
   compression: z.strictObject({
     codec: z.enum(['zstd', 'gzip', 'none']).optional(),

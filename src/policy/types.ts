@@ -46,6 +46,8 @@ export interface Policy {
   backup: {
     /** pg_basebackup --checkpoint: fast starts at once, spread eases the I/O load on the server. */
     checkpoint: 'fast' | 'spread';
+    /** backup.max_object_size: the most bytes one stored object of a base backup holds (default 1 GiB). */
+    maxObjectBytes: number;
   };
   /** Codec and level of new WAL and base backup objects (each object records its own, so old ones stay readable). */
   compression: Compression;

@@ -5,12 +5,13 @@ import {endianness, homedir, userInfo} from 'node:os';
 import {join, resolve, dirname, relative, isAbsolute} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {pipeline} from 'node:stream/promises';
-import {decompressor, isCodecDataError} from '../util/codec.js';
-import {execa} from 'execa';
 import {CorruptObjectError, DestinationError, ObjectNotFoundError, RestoreError} from '../errors.js';
 import type {Policy} from '../policy/types.js';
 import type {Repository} from '../storage/repository.js';
 import type {BackupManifest} from '../backup/manifest.js';
+import {TarExtractor} from './untar.js';
+import {concatenatedParts} from './fetch-parts.js';
+import {tarsOf} from '../backup/parts.js';
 import {findArchived} from '../wal/archive.js';
 import {ChecksumVerifier} from '../util/streams.js';
 import {createProgress} from '../util/progress.js';
@@ -197,43 +198,66 @@ export async function layOutDataDirectory(repo: Repository, policy: Policy, plan
 
 const UNPACK_ATTEMPTS = 3;
 
-/** Fetches, verifies and unpacks every object of the backup; returns the bytes fetched. */
-async function unpackObjects(repo: Repository, plan: RestorePlan, dataDir: string): Promise<number> {
-  let fetchedBytes = 0;
-  for (const object of plan.backup.objects) {
-    const progress = createProgress(`restore ${object.name}`, process.stderr, object.sizeBytes);
-    const body = await repo.get(object.key);
-    const verifier = new ChecksumVerifier(object.sha256, object.key);
-    verifier.on('data', () => progress.update(verifier.bytes));
-    const tar = execa('tar', ['-x', '-f', '-', '-C', dataDir], {stdin: 'pipe', buffer: {stdout: false, stderr: true}, stdout: 'ignore'});
-    const decompress = decompressor(object.compression);
-    const stages = decompress ? [body, verifier, decompress, tar.stdin!] : [body, verifier, tar.stdin!];
-    const [streamed, unpacked] = await Promise.allSettled([pipeline(stages as never), tar]);
-    if (streamed.status === 'rejected') {
-      const reason = streamed.reason as NodeJS.ErrnoException;
-      if (reason instanceof CorruptObjectError) throw reason;
-      if (isCodecDataError(reason)) {
-        throw new CorruptObjectError(`backup object ${object.key} is not valid ${object.compression} data: ${reason.message}`,
-          'the stored backup is damaged; restore from another backup (pgbk list, --backup <id>) and run pgbk verify');
-      }
+/** Every piece is in the repository with the size the manifest gives, before anything is written. */
+async function checkPiecesPresent(repo: Repository, backup: BackupManifest): Promise<void> {
+  const objects = [...backup.objects];
+  const problems: string[] = [];
+  const worker = async (): Promise<void> => {
+    for (let object = objects.shift(); object; object = objects.shift()) {
+      const stored = await repo.stat(object.key);
+      if (!stored) problems.push(`${object.key} is missing`);
+      else if (stored.sizeBytes !== object.sizeBytes) problems.push(`${object.key} has ${stored.sizeBytes} bytes, the manifest says ${object.sizeBytes}`);
     }
-    // When tar fails, its own message says more than the broken pipe it leaves behind — unless the stored object
-    // is damaged (tar choked on it before the checksum, checked at the end, could tell): read it through once more.
-    if (unpacked.status === 'rejected') {
-      body.destroy();
-      const damage = await storedChecksumMismatch(repo, object).catch(() => undefined);
-      if (damage) {
-        throw new CorruptObjectError(`backup object ${object.key} is damaged: ${damage}`,
-          'the stored backup is damaged; restore from another backup (pgbk list, --backup <id>) and run pgbk verify', {cause: unpacked.reason});
-      }
-      throw unpacked.reason;
-    }
-    if (streamed.status === 'rejected') throw streamed.reason;
-    progress.done();
-    fetchedBytes += verifier.bytes;
+  };
+  await Promise.all(Array.from({length: Math.min(8, objects.length)}, worker));
+  if (problems.length > 0) {
+    const shown = problems.sort().slice(0, 5).join('; ') + (problems.length > 5 ? `; and ${problems.length - 5} more` : '');
+    throw new CorruptObjectError(`backup ${backup.id} is incomplete in ${repo.description}: ${shown}; nothing was restored from it`,
+      'restore another backup (pgbk list, --backup <id>) and run pgbk verify');
   }
+}
+
+/**
+ * Fetches, verifies and unpacks every object of the backup, pieces of one tar several at once and unpacked in order
+ * as they arrive (restore/untar.ts refuses what a base backup never holds); returns the bytes fetched.
+ */
+async function unpackObjects(repo: Repository, plan: RestorePlan, dataDir: string): Promise<number> {
+  const backup = plan.backup;
+  const tars = tarsOf(backup);
+  await checkPiecesPresent(repo, backup);
+  let fetchedBytes = 0;
+  const total = backup.objects.reduce((sum, object) => sum + object.sizeBytes, 0);
+  const progress = createProgress(`restore ${backup.id}`, process.stderr, total);
+  for (const [tar, pieces] of tars) {
+    if (tar !== 'base') {
+      throw new RestoreError(`backup ${backup.id} holds tablespace ${tar}, which this pgbk cannot lay out`, 'use the pgbk version that made the backup');
+    }
+    let current = pieces[0]!;
+    const extractor = new TarExtractor({root: dataDir, what: `backup ${backup.id}`, chownToArchiveOwner: isRoot()});
+    try {
+      await pipeline(concatenatedParts(repo, pieces, {
+        onPartStart: (object) => { current = object; },
+        onStoredBytes: (bytes) => progress.update(fetchedBytes + bytes),
+        onPartDone: (_object, bytes) => { fetchedBytes += bytes; },
+      }), extractor);
+    } catch (error) {
+      // A tar the extractor cannot read (or a member it refuses) may be a stored piece damaged in a way the checksum,
+      // checked at the end of each piece, had not caught yet: read that piece through once more and say so.
+      if (error instanceof CorruptObjectError && /is not a valid tar archive|: tar member /.test(error.message)) {
+        const damage = await storedChecksumMismatch(repo, current).catch(() => undefined);
+        if (damage) throw new CorruptObjectError(`backup object ${current.key} is damaged: ${damage}`, HINT, {cause: error});
+      }
+      throw error;
+    }
+    if (extractor.strippedModes > 0) {
+      process.stderr.write(`pgbk: warning: backup ${backup.id}: ${extractor.strippedModes} member(s) carried setuid/setgid/sticky bits; restored without them\n`);
+    }
+  }
+  progress.done();
   return fetchedBytes;
 }
+
+const HINT = 'the stored backup is damaged; restore from another backup (pgbk list, --backup <id>) and run pgbk verify';
 
 /** Why the stored object does not match its manifest entry (size, SHA-256), or undefined when it does. */
 async function storedChecksumMismatch(repo: Repository, object: RestorePlan['backup']['objects'][number]): Promise<string | undefined> {

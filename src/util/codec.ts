@@ -73,16 +73,16 @@ export function compressor(compression: Compression): Transform | undefined {
   }
 }
 
-/** A streaming decompressor for a stored codec, or undefined for none. */
-export function decompressor(codec: Codec): Transform | undefined {
+/** A streaming decompressor for a stored codec, or undefined for none; `chunkSize`: bytes per output chunk. */
+export function decompressor(codec: Codec, options: {chunkSize?: number} = {}): Transform | undefined {
   switch (codec) {
     case 'gzip':
-      return zlib.createGunzip();
+      return zlib.createGunzip(options);
     case 'zstd':
       if (!ZSTD_AVAILABLE) {
         throw new PolicyError(`this object is zstd-compressed, which needs Node.js 22.15 or later (this is ${process.version})`, 'run pgbk with Node.js 24');
       }
-      return (zlib as unknown as {createZstdDecompress(): Transform}).createZstdDecompress();
+      return (zlib as unknown as {createZstdDecompress(options: unknown): Transform}).createZstdDecompress(options);
     case 'none':
       return undefined;
   }

@@ -10,6 +10,8 @@
 import {Writable} from 'node:stream';
 import {pipeline} from 'node:stream/promises';
 import {unfinishedFolders} from '../backup/folders.js';
+import {tarsOf} from '../backup/parts.js';
+import {manifestKey} from '../storage/layout.js';
 import {isCodecDataError} from '../util/codec.js';
 import {readCatalog, type BackupManifest} from '../backup/manifest.js';
 import {CorruptObjectError, ObjectNotFoundError, PgbkError, UsageError} from '../errors.js';
@@ -76,6 +78,14 @@ export async function verifyRepository(repo: Repository, options: VerifyOptions 
   const pool = new Pool(options.concurrency ?? 4);
 
   for (const backup of selected) {
+    // The pieces of each tar numbered 1..n in order: a manifest that skips or repeats one cannot be restored.
+    if (backup.kind === 'base') {
+      try {
+        tarsOf(backup);
+      } catch (error) {
+        problem({kind: 'manifest', object: manifestKey(backup.id), backup: backup.id, message: (error as Error).message});
+      }
+    }
     for (const object of backup.objects) {
       report.backupObjects++;
       await pool.run(async () => {

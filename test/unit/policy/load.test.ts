@@ -37,6 +37,7 @@ objectives:
 backup:
   checkpoint: spread
   compression_level: 6
+  max_object_size: 64MiB
 dump:
   tables: [public.orders, public.items]
 `;
@@ -80,7 +81,7 @@ describe('parsePolicy: valid policies', () => {
       jobTimeoutSeconds: {backup: 12 * 3600, expire: 2 * 3600, drill: 3600 + 1800},
       retention: {backups: 7, days: 14},
       objectives: {rpoSeconds: 300, rtoSeconds: 5400},
-      backup: {checkpoint: 'spread'},
+      backup: {checkpoint: 'spread', maxObjectBytes: 64 * 1024 * 1024},
       compression: {codec: 'gzip', level: 6},
       dump: {tables: ['public.orders', 'public.items']},
       drill: {checks: [], heartbeat: false, timeoutSeconds: 3600},
@@ -95,6 +96,17 @@ describe('parsePolicy: valid policies', () => {
     expect(policy.jobTimeoutSeconds).toEqual({backup: 5400, expire: 7200, drill: 10800});
     expect(() => parsePolicy(`${MINIMAL}schedule:\n  timeout:\n    backup: soon\n`, FILE, {})).toThrow(/schedule\.timeout\.backup: expected a duration/);
     expect(() => parsePolicy(`${MINIMAL}schedule:\n  timeout:\n    restore: 1h\n`, FILE, {})).toThrow(/schedule\.timeout/);
+  });
+
+  it('backup.max_object_size: a size with a unit or bytes, from 1MiB to 64GiB', () => {
+    const withSection = (section: string) => parsePolicy(`${MINIMAL}\n${section}\n`, '/srv/pgbk/billing.yml', {});
+    expect(withSection('backup: {max_object_size: 64MiB}').backup.maxObjectBytes).toBe(64 * 1024 ** 2);
+    expect(withSection('backup: {max_object_size: 2GiB}').backup.maxObjectBytes).toBe(2 * 1024 ** 3);
+    expect(withSection('backup: {max_object_size: 500MB}').backup.maxObjectBytes).toBe(500e6);
+    expect(withSection('backup: {max_object_size: 8388608}').backup.maxObjectBytes).toBe(8388608);
+    expect(() => withSection('backup: {max_object_size: lots}')).toThrow(/backup\.max_object_size: expected a size such as 1GiB, 64MiB or 500MB/);
+    expect(() => withSection('backup: {max_object_size: 512KiB}')).toThrow(/backup\.max_object_size: expected a size from 1MiB to 64GiB/);
+    expect(() => withSection('backup: {max_object_size: 1TiB}')).toThrow(/backup\.max_object_size: expected a size from 1MiB to 64GiB/);
   });
 
   it('compression: codec and level, checked per codec; the old backup.compression_level means gzip', () => {
@@ -115,7 +127,7 @@ describe('parsePolicy: valid policies', () => {
     expect(policy.schedule).toEqual({timezone: 'UTC'});
     expect(policy.jobTimeoutSeconds).toEqual({backup: 12 * 3600, expire: 2 * 3600, drill: 3600 + 1800});
     expect(policy.retention).toEqual({});
-    expect(policy.backup).toEqual({checkpoint: 'fast'});
+    expect(policy.backup).toEqual({checkpoint: 'fast', maxObjectBytes: 1024 ** 3});
     expect(policy.compression).toEqual(ZSTD_AVAILABLE ? {codec: 'zstd', level: 1} : {codec: 'gzip', level: 1});
     expect(policy.dump).toEqual({tables: []});
     expect(policy.objectives).toEqual({rpoSeconds: 300, rtoSeconds: 1800});
