@@ -105,6 +105,9 @@ describe('archive-push and archive-get under S3 faults (real PostgreSQL, S3 behi
     async function killAt(label: string, rule: Parameters<NonNullable<FaultRig['proxy']>['inject']>[0]): Promise<string> {
       const proxy = rig.proxy!;
       const before = await rig.status();
+      // A look-ahead pusher still lingering from an earlier push would take the new segment itself (then the
+      // retry finds its marker): let it go, so that the fault hits archive-push's own request.
+      await waitFor(() => rig.pgbkPids('archive-push-ahead').length === 0, {timeoutMs: 30_000, intervalMs: 100, what: 'no look-ahead pusher'});
       const stall = proxy.inject(rule);
       // Retries after the kill fail until the test has looked at the repository.
       const blocked = proxy.inject({...walPut, fault: '500', times: Infinity});
