@@ -3,6 +3,7 @@
 // headers and files anywhere.
 
 import {Transform, type TransformCallback} from 'node:stream';
+import {cString, tarNumber} from '../util/tar-fields.js';
 
 const BLOCK = 512;
 const EMPTY = Buffer.alloc(0);
@@ -77,7 +78,7 @@ export class TarWatcher extends Transform {
     const name = cString(block.subarray(0, 100));
     const prefix = cString(block.subarray(345, 500));
     const fullName = prefix ? `${prefix}/${name}` : name;
-    const sizeBytes = parseSize(block.subarray(124, 136));
+    const sizeBytes = tarNumber(block.subarray(124, 136));
     this.remaining = sizeBytes;
     this.padding = (BLOCK - (sizeBytes % BLOCK)) % BLOCK;
     this.current = this.wanted.has(fullName) ? {name: fullName, sizeBytes, chunks: [], head: 0, kept: 0} : undefined;
@@ -108,18 +109,4 @@ export class TarWatcher extends Transform {
   }
 }
 
-function cString(buffer: Buffer): string {
-  const end = buffer.indexOf(0);
-  return buffer.subarray(0, end < 0 ? buffer.length : end).toString('utf8');
-}
 
-/** Octal size, or GNU base-256 for files of 8 GiB and more. */
-function parseSize(field: Buffer): number {
-  if ((field[0]! & 0x80) !== 0) {
-    let value = 0;
-    for (let index = 1; index < field.length; index++) value = value * 256 + field[index]!;
-    return value;
-  }
-  const text = cString(field).trim();
-  return text ? Number.parseInt(text, 8) : 0;
-}

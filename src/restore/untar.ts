@@ -15,6 +15,7 @@ import {join, relative, isAbsolute, dirname} from 'node:path';
 import {Writable} from 'node:stream';
 import {CorruptObjectError} from '../errors.js';
 import {streamGarbageCollector} from '../util/memory.js';
+import {cString, tarNumber} from '../util/tar-fields.js';
 
 const BLOCK = 512;
 
@@ -273,7 +274,7 @@ function writeAll(file: number, data: Buffer): void {
 }
 
 function parseHeader(block: Buffer, corrupt: (problem: string) => Error): Header {
-  const stored = octal(block.subarray(148, 156));
+  const stored = tarNumber(block.subarray(148, 156));
   let sum = 0;
   for (let index = 0; index < BLOCK; index++) sum += index >= 148 && index < 156 ? 0x20 : block[index]!;
   if (stored !== sum) throw corrupt(`a header's checksum is ${stored}, its bytes sum to ${sum}`);
@@ -284,11 +285,11 @@ function parseHeader(block: Buffer, corrupt: (problem: string) => Error): Header
   const type = String.fromCharCode(block[156]!);
   return {
     name: prefix ? `${prefix}/${name}` : name,
-    mode: octal(block.subarray(100, 108)),
-    uid: octal(block.subarray(108, 116)),
-    gid: octal(block.subarray(116, 124)),
-    size: octal(block.subarray(124, 136)),
-    mtime: octal(block.subarray(136, 148)),
+    mode: tarNumber(block.subarray(100, 108)),
+    uid: tarNumber(block.subarray(108, 116)),
+    gid: tarNumber(block.subarray(116, 124)),
+    size: tarNumber(block.subarray(124, 136)),
+    mtime: tarNumber(block.subarray(136, 148)),
     type: type === '\0' ? '0' : type,
     linkname: cString(block.subarray(157, 257)),
     uname: magic === 'ustar' ? cString(block.subarray(265, 297)) : '',
@@ -304,21 +305,7 @@ function describeType(type: string): string {
   return `"${type}"${names[type] ? ` (${names[type]})` : ''}`;
 }
 
-function cString(buffer: Buffer): string {
-  const end = buffer.indexOf(0);
-  return buffer.subarray(0, end < 0 ? buffer.length : end).toString('utf8');
-}
 
-/** Octal, or GNU base-256 (files of 8 GiB and more). */
-function octal(field: Buffer): number {
-  if ((field[0]! & 0x80) !== 0) {
-    let value = 0;
-    for (let index = 1; index < field.length; index++) value = value * 256 + field[index]!;
-    return value;
-  }
-  const text = cString(field).trim();
-  return text ? Number.parseInt(text, 8) : 0;
-}
 
 /** name -> id from /etc/passwd or /etc/group. */
 function idsOf(file: string): Map<string, number> {
