@@ -446,3 +446,14 @@ process.once('exit', () => {
   const clusters = [...registry];
   signalPostmasters(clusters.map((cluster) => cluster.dataDir));
 });
+
+/** Rows of one query on a fresh connection to `url` (a server the test does not hold a Cluster for). */
+export async function queryAt(url: string, sql: string): Promise<Array<Record<string, unknown>>> {
+  const client = new pg.Client({connectionString: url});
+  await client.connect();
+  try {
+    return (await client.query(sql)).rows;
+  } finally {
+    await client.end();
+  }
+}

@@ -9,7 +9,7 @@ import {mkdirSync} from 'node:fs';
 import {restoreAndStart, setupArchiving, snapshot, switchAndWaitArchived, writePolicy, type ArchivingSetup, type RestoredServer} from '../helpers/pitr.js';
 import {runPgbk} from '../helpers/cli.js';
 import {join} from 'node:path';
-import {chownToPostgres, pgBinDir, runAsPostgres, waitFor} from '../helpers/cluster.js';
+import {chownToPostgres, pgBinDir, runAsPostgres, waitFor, queryAt} from '../helpers/cluster.js';
 
 const s3 = inject('s3');
 
@@ -139,16 +139,6 @@ describe('logical replication: restores and drills of a publisher and a subscrib
   }, 300_000);
 });
 
-async function queryAt(url: string, sql: string): Promise<Array<Record<string, unknown>>> {
-  const pg = (await import('pg')).default;
-  const client = new pg.Client({connectionString: url});
-  await client.connect();
-  try {
-    return (await client.query(sql)).rows;
-  } finally {
-    await client.end();
-  }
-}
 
 /** Count and digest of items on a setup's server, optionally filtered (same digest as snapshot()). */
 async function snapshotOf(setup: ArchivingSetup, where: string): Promise<{rows: number; digest: string}> {

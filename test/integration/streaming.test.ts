@@ -8,7 +8,7 @@ import {join} from 'node:path';
 import {execa, type ResultPromise} from 'execa';
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
 import {restoreAndStart, setupArchiving, type ArchivingSetup, type RestoredServer} from '../helpers/pitr.js';
-import {isRoot, makeTempDir, waitFor} from '../helpers/cluster.js';
+import {isRoot, makeTempDir, waitFor, queryAt} from '../helpers/cluster.js';
 import {baseEnv, pgbkBin} from '../helpers/cli.js';
 import {SchedulerProcess} from '../helpers/scheduler.js';
 import {loadPolicy} from '../../src/policy/load.js';
@@ -171,14 +171,3 @@ describe('WAL streaming into the repository', () => {
     }
   }, 300_000);
 });
-
-async function queryAt(url: string, sql: string): Promise<Array<Record<string, unknown>>> {
-  const pg = (await import('pg')).default;
-  const client = new pg.Client({connectionString: url});
-  await client.connect();
-  try {
-    return (await client.query(sql)).rows;
-  } finally {
-    await client.end();
-  }
-}
