@@ -133,23 +133,48 @@ export async function chooseTimeline(timelines: Map<number, TimelineSummary>, op
         return pick(reached.timeline, `the policy's server ${redactUrl(options.server.url)} is on timeline ${reached.timeline}`);
       }
     }
-    const newest = newestTimeline(timelines, known);
+    const newest = newestTimeline(timelines, known, segmentSizeOf(options.catalog));
     return pick(newest.timeline, `${why}; timeline ${newest.timeline} ${newest.why}`);
   }
-  const newest = newestTimeline(timelines, known);
+  const newest = newestTimeline(timelines, known, segmentSizeOf(options.catalog));
   return pick(newest.timeline, `${requested === 'latest' ? '--target-timeline latest' : 'newest'}: timeline ${newest.timeline} ${newest.why}`);
 }
 
-export function newestTimeline(timelines: Map<number, TimelineSummary>, known: number[]): {timeline: number; why: string} {
+export function newestTimeline(timelines: Map<number, TimelineSummary>, known: number[], segmentSize = DEFAULT_SEGMENT_SIZE): {timeline: number; why: string} {
   let best: TimelineSummary | undefined;
+  const superseded = supersededTimelines(timelines, segmentSize);
   for (const summary of timelines.values()) {
-    if (summary.segments === 0) continue;
+    if (summary.segments === 0 || superseded.has(summary.timeline)) continue;
     const time = summary.lastArchivedAt?.getTime() ?? 0;
     const bestTime = best?.lastArchivedAt?.getTime() ?? 0;
     if (!best || time > bestTime || (time === bestTime && summary.timeline > best.timeline)) best = summary;
   }
   if (!best) return {timeline: known.at(-1) ?? 1, why: 'is the highest known (no WAL archived yet)'};
   return {timeline: best.timeline, why: `holds the most recently archived WAL (${best.lastSegment}${best.lastArchivedAt ? ` at ${best.lastArchivedAt.toISOString()}` : ''})`};
+}
+
+const DEFAULT_SEGMENT_SIZE = 16 * 1024 * 1024;
+
+const segmentSizeOf = (catalog: BackupManifest[]) => catalog.find((backup) => backup.walSegmentSize)?.walSegmentSize ?? DEFAULT_SEGMENT_SIZE;
+
+/**
+ * Timelines that are only an ancestor of another: a later timeline forked from them, and they hold no complete
+ * segment from the fork's segment on (the old primary wrote nothing past the promotion; its last segment is a
+ * .partial). They are no branch of their own, so "most recently archived" must not pick them over the timeline that
+ * continues them — their last segment may well reach the archive after the promotion (a standby archiving too, or
+ * the old primary's archiver catching up).
+ */
+function supersededTimelines(timelines: Map<number, TimelineSummary>, segmentSize: number): Set<number> {
+  const segno = (walFile: string) => BigInt(`0x${walFile.slice(8, 16)}`) * (0x1_0000_0000n / BigInt(segmentSize)) + BigInt(`0x${walFile.slice(16, 24)}`);
+  const superseded = new Set<number>();
+  for (const child of timelines.values()) {
+    for (const entry of child.history ?? []) {
+      const parent = timelines.get(entry.parent);
+      if (!parent?.lastSegment) continue;
+      if (segno(parent.lastSegment) < BigInt(entry.switchLsn) / BigInt(segmentSize)) superseded.add(entry.parent);
+    }
+  }
+  return superseded;
 }
 
 function firstLine(text: string): string {

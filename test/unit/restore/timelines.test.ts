@@ -1,7 +1,7 @@
 import {describe, expect, it} from 'vitest';
 import {TargetError} from '../../../src/errors.js';
 import type {BackupManifest} from '../../../src/backup/manifest.js';
-import {chooseTimeline, type TimelineSummary} from '../../../src/restore/timelines.js';
+import {chooseTimeline, newestTimeline, type TimelineSummary} from '../../../src/restore/timelines.js';
 import {parseTimelineHistory} from '../../../src/restore/branch.js';
 
 const backup = {id: '20261130T000000Z', kind: 'base', timeline: 1, systemId: '7400000000000000001'} as BackupManifest;
@@ -61,5 +61,24 @@ describe('chooseTimeline', () => {
     const tie = new Map(timelines);
     tie.set(2, {...timelines.get(2)!, lastArchivedAt: new Date('2026-11-30T01:00:00Z')});
     expect((await chooseTimeline(tie, {catalog: [backup]})).timeline).toBe(2);
+  });
+});
+
+describe('newestTimeline', () => {
+  const at = (iso: string) => new Date(iso);
+  // Timeline 2 forked from 1 inside segment 9 (0/9000100); 1's last complete segment is 8.
+  const forked = (parentLast: string, parentAt: string): Map<number, TimelineSummary> => new Map([
+    [1, {timeline: 1, segments: 8, firstSegment: '000000010000000000000001', lastSegment: parentLast, lastArchivedAt: at(parentAt)}],
+    [2, {timeline: 2, segments: 2, firstSegment: '000000020000000000000009', lastSegment: '00000002000000000000000A', lastArchivedAt: at('2026-11-30T10:00:00Z'),
+      history: parseTimelineHistory('1\t0/9000100\tno recovery target specified\n')}],
+  ]);
+
+  it('passes over an ancestor whose last segment arrived after the promotion but holds nothing past the fork', () => {
+    expect(newestTimeline(forked('000000010000000000000008', '2026-11-30T10:00:05Z'), [1, 2]).timeline).toBe(2);
+  });
+
+  it('keeps the most recently archived rule for a parent that went on past the fork (split brain)', () => {
+    expect(newestTimeline(forked('00000001000000000000000B', '2026-11-30T10:00:05Z'), [1, 2]).timeline).toBe(1);
+    expect(newestTimeline(forked('00000001000000000000000B', '2026-11-30T09:59:00Z'), [1, 2]).timeline).toBe(2);
   });
 });
