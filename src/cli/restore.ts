@@ -25,6 +25,7 @@ interface RestoreOptions extends TargetOptions {
   primaryConninfo?: string;
   targetAction?: string;
   targetExclusive?: boolean;
+  tablespaceMap?: string[];
 }
 
 export function addTargetOptions(command: Command): Command {
@@ -54,6 +55,8 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
     .option('--timeout <duration>', 'with --start: how long to wait for recovery (30m, 2h...)', '1h')
     .option('--dry-run', 'print the plan, write nothing')
     .option('--force', 'replace the contents of a non-empty --to')
+    .option('--tablespace-map <NAME=DIR>', 'restore the tablespace NAME (its name or oid) into DIR, which must be absent or empty (repeatable; default: its original location)',
+      (value: string, previous: string[] = []) => [...previous, value])
     .option('--standby', 'lay out a standby (standby.signal, primary_conninfo) that follows the primary instead of promoting; no target')
     .option('--primary-conninfo <conninfo>', "with --standby: the standby's primary_conninfo (default: replica.primary_conninfo, else postgres.url, without password)")
     .action(async (options: RestoreOptions) => {
@@ -75,11 +78,12 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
       await withContext(globals(), io, async ({policy, repo}) => {
         if (policy.strategy === 'dump') {
           if (!options.toDb) throw new UsageError(`policy ${policy.name} uses the dump strategy: restore with --to-db <conninfo>`);
+          if (options.tablespaceMap) throw new UsageError('--tablespace-map applies to physical backups (--to), not to dumps');
           await restoreDumpCommand(options, target, io, globals, policy, repo);
           return;
         }
         if (!options.to) throw new UsageError(`policy ${policy.name} uses the ${policy.strategy} strategy: restore with --to <dir>`);
-        const {checkDestination, layOutDataDirectory} = await import('../restore/layout.js');
+        const {checkDestination, layOutDataDirectory, resolveTablespaceMap} = await import('../restore/layout.js');
         // Check everything before writing anything.
         // A manifest that cannot be read (damaged, or failing authentication in an encrypted repository) is said.
         const catalog = await readCatalog(repo, (key, error) => io.stderr.write(`pgbk: warning: backup manifest ${key} skipped: ${error.message}\n`));
@@ -94,6 +98,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
           if (warning) plan.warnings.push(warning);
         }
         for (const warning of plan.warnings) io.stderr.write(`pgbk: warning: ${warning}\n`);
+        const tablespaces = await resolveTablespaceMap(plan.backup, options.to, options.tablespaceMap ?? []);
         if (!globals().json && !options.standby) io.stdout.write(`timeline: ${choice.timeline} (${choice.reason})\n`);
         if (options.dryRun) {
           renderPlan(plan, options.to, io, globals().json, choice, behaviour);
@@ -101,7 +106,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         }
         const standby = options.standby ? (await import('../replica/restore.js')).standbyRecovery(policy, options.primaryConninfo, io) : undefined;
         const archiveMode = options.archiveMode ?? 'off';
-        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: standby ? 'latest' : String(choice.timeline), archiveMode, behaviour, ...(standby ? {standby} : {})});
+        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: standby ? 'latest' : String(choice.timeline), archiveMode, behaviour, tablespaces, ...(standby ? {standby} : {})});
         let started;
         let logical: string | null = null;
         if (options.start) {
