@@ -1,9 +1,9 @@
 // Issue 11 item 4, on real PostgreSQL and radosgw: a cluster with a user tablespace is backed up over the
 // replication protocol (one tar per tablespace, each in pieces of at most backup.max_object_size), restored with
 // --tablespace-map into a new directory with its rows, the restored pg_tblspc symlink pointing there; a map target
-// that is not empty is refused (exit 2) with nothing written.
+// that is not empty is refused (exit 2) with nothing written; a drill maps it into its scratch directory.
 
-import {existsSync, readdirSync, readlinkSync, writeFileSync} from 'node:fs';
+import {existsSync, readdirSync, readlinkSync, rmSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
 import {restoreAndStart, setupArchiving, snapshot, switchAndWaitArchived, type ArchivingSetup, type RowSnapshot} from '../helpers/pitr.js';
@@ -92,6 +92,18 @@ describe('a cluster with a user tablespace (radosgw)', () => {
       expect(await snapshot(restored.url)).toEqual(point.items);
     } finally {
       await restored.stop();
+    }
+  });
+
+  it('drills map the tablespace into their scratch directory', async () => {
+    const drill = await setup.pgbk(['drill', '--latest', '--json', '--keep']);
+    expect(drill.exitCode, drill.stderr).toBe(0);
+    const report = JSON.parse(drill.stdout) as {keptDir: string; checks: Array<{name: string; ok: boolean}>};
+    try {
+      expect(report.checks).toContainEqual(expect.objectContaining({name: 'recovery reached the target', ok: true}));
+      expect(readlinkSync(join(report.keptDir, 'data', 'pg_tblspc', oid))).toBe(join(report.keptDir, 'tablespaces', oid));
+    } finally {
+      rmSync(report.keptDir, {recursive: true, force: true});
     }
   });
 });
