@@ -50,13 +50,6 @@ export async function protocolBaseBackup(url: string, options: ProtocolBackupOpt
       'pg_hba.conf must allow the backup user a replication connection ("host replication ..." lines), and the user needs the REPLICATION attribute',
       {cause: error});
   }
-  const connection = (client as unknown as {connection: NodeJS.EventEmitter & {stream: NodeJS.ReadableStream & {destroy(): void}}}).connection;
-  const socket = connection.stream;
-  const queue: Buffer[] = [];
-  let head = 0;
-  let queued = 0;
-  let paused = false;
-  let finished = false;
   let failure: Error | undefined;
   let wake: (() => void) | undefined;
   const notify = (): void => {
@@ -64,6 +57,18 @@ export async function protocolBaseBackup(url: string, options: ProtocolBackupOpt
     wake = undefined;
     resolve?.();
   };
+  // A connection lost mid-backup (server stopped, backend terminated) fails the backup; never an unhandled 'error'.
+  client.on('error', (error: Error) => {
+    failure ??= new BackupError(`BASE_BACKUP failed on ${redactUrl(url)}: ${error.message}`, undefined, {cause: error});
+    notify();
+  });
+  const connection = (client as unknown as {connection: NodeJS.EventEmitter & {stream: NodeJS.ReadableStream & {destroy(): void}}}).connection;
+  const socket = connection.stream;
+  const queue: Buffer[] = [];
+  let head = 0;
+  let queued = 0;
+  let paused = false;
+  let finished = false;
   connection.on('copyData', (message: {chunk: Buffer}) => {
     // The parser reuses its buffer: copy before the message waits in the queue.
     const copy = Buffer.from(message.chunk);

@@ -95,6 +95,37 @@ describe('a cluster with a user tablespace (radosgw)', () => {
     }
   });
 
+  it('a backup broken off on the server leaves nothing behind, of any tablespace', async () => {
+    const keys = async (): Promise<string[]> => {
+      const found: string[] = [];
+      for await (const object of repo.list('backups/')) found.push(object.key);
+      return found.sort();
+    };
+    const before = await keys();
+    // With archiving failing, BASE_BACKUP waits at its end (every tar sent and stored) for the last segment.
+    await setup.cluster.psql(`alter system set archive_command = 'false'`);
+    await setup.cluster.psql(`select pg_reload_conf()`);
+    try {
+      const running = setup.pgbk(['backup']);
+      let pid: number | undefined;
+      for (let tries = 0; tries < 300 && pid === undefined; tries++) {
+        const [row] = await setup.cluster.query<{pid: number}>(`select pid from pg_stat_activity where backend_type = 'walsender' and wait_event = 'BackupWaitWalArchive'`);
+        pid = row?.pid;
+        if (pid === undefined) await new Promise((resolve) => setTimeout(resolve, 100));
+      }
+      expect(pid, 'the backup never waited for WAL archiving').toBeDefined();
+      await setup.cluster.query(`select pg_terminate_backend($1)`, [pid]);
+      const result = await running;
+      expect(result.exitCode).toBe(1);
+      expect(result.stderr).toContain('BASE_BACKUP failed');
+      expect(result.stderr).not.toMatch(/\n\s+at /); // a clear message, no stack trace
+      expect(await keys()).toEqual(before);
+    } finally {
+      await setup.cluster.psql(`alter system reset archive_command`);
+      await setup.cluster.psql(`select pg_reload_conf()`);
+    }
+  });
+
   it('drills map the tablespace into their scratch directory', async () => {
     const drill = await setup.pgbk(['drill', '--latest', '--json', '--keep']);
     expect(drill.exitCode, drill.stderr).toBe(0);
