@@ -65,6 +65,8 @@ describe('a cluster with a user tablespace (radosgw)', () => {
       expect(object.sizeBytes).toBeLessThanOrEqual(CAP);
       expect((await repo.stat(object.key))?.sizeBytes).toBe(object.sizeBytes);
     }
+    const verify = await setup.pgbk(['verify', '--backup', manifest.id]);
+    expect(verify.exitCode, verify.stderr + verify.stdout).toBe(0);
   });
 
   it('refuses a --tablespace-map target that is not empty (exit 2), writing nothing', async () => {
