@@ -3,11 +3,13 @@
 // --tablespace-map into a new directory with its rows, the restored pg_tblspc symlink pointing there; a map target
 // that is not empty is refused (exit 2) with nothing written; a drill maps it into its scratch directory.
 
-import {existsSync, readdirSync, readlinkSync, rmSync, writeFileSync} from 'node:fs';
+import {existsSync, readdirSync, readlinkSync, rmSync, statSync, writeFileSync} from 'node:fs';
 import {join} from 'node:path';
 import {afterAll, beforeAll, describe, expect, inject, it} from 'vitest';
 import {restoreAndStart, setupArchiving, snapshot, switchAndWaitArchived, type ArchivingSetup, type RowSnapshot} from '../helpers/pitr.js';
-import {chownToPostgres, makeTempDir} from '../helpers/cluster.js';
+import {spawnSync} from 'node:child_process';
+import {chownToPostgres, isRoot, makeTempDir, postgresUser, startExisting, waitFor} from '../helpers/cluster.js';
+import {baseEnv, pgbkBin} from '../helpers/cli.js';
 import {loadPolicy} from '../../src/policy/load.js';
 import {openRepository} from '../../src/storage/open.js';
 import type {Repository} from '../../src/storage/repository.js';
@@ -94,6 +96,27 @@ describe('a cluster with a user tablespace (radosgw)', () => {
       expect(await snapshot(restored.url)).toEqual(point.items);
     } finally {
       await restored.stop();
+    }
+  });
+
+  it.runIf(isRoot)('as root: the tablespace directory and its files are given to the data directory\'s owner, and the server starts', async () => {
+    const base = makeTempDir('pgbk-tablespace-root-');
+    const dataDir = join(base, 'data');
+    const mapped = join(base, 'deeper', 'fast');
+    const result = spawnSync(process.execPath, [pgbkBin, 'restore', '--policy', setup.policyFile, '--to', dataDir, '--target-lsn', point.lsn, '--tablespace-map', `fast=${mapped}`],
+      {env: baseEnv(), encoding: 'utf8', timeout: 120_000});
+    expect(result.status, result.stderr).toBe(0);
+    const {uid} = postgresUser();
+    expect(statSync(mapped).uid).toBe(uid);
+    expect(statSync(mapped).mode & 0o777).toBe(0o700);
+    const version = readdirSync(mapped).find((entry) => entry.startsWith('PG_'))!;
+    expect(statSync(join(mapped, version)).uid).toBe(uid);
+    const restored = await startExisting(dataDir);
+    try {
+      await waitFor(async () => (await restored.query<{r: boolean}>('select pg_is_in_recovery() as r'))[0]!.r === false || undefined, {timeoutMs: 60_000});
+      expect(await snapshot(restored.url, 'fast_items')).toEqual(point.fast);
+    } finally {
+      await restored.destroy();
     }
   });
 
