@@ -101,7 +101,7 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
         const tablespaces = await resolveTablespaceMap(plan.backup, options.to, options.tablespaceMap ?? []);
         if (!globals().json && !options.standby) io.stdout.write(`timeline: ${choice.timeline} (${choice.reason})\n`);
         if (options.dryRun) {
-          renderPlan(plan, options.to, io, globals().json, choice, behaviour);
+          renderPlan(plan, options.to, io, globals().json, choice, behaviour, tablespaces);
           return;
         }
         const standby = options.standby ? (await import('../replica/restore.js')).standbyRecovery(policy, options.primaryConninfo, io) : undefined;
@@ -171,13 +171,15 @@ async function startOnPort<T>(given: number | undefined, start: (port: number) =
   return start(port);
 }
 
-function renderPlan(plan: RestorePlan, to: string, io: Io, json: boolean | undefined, choice: {timeline: number; reason: string}, behaviour: TargetBehaviour): void {
+function renderPlan(plan: RestorePlan, to: string, io: Io, json: boolean | undefined, choice: {timeline: number; reason: string}, behaviour: TargetBehaviour,
+  tablespaces: Map<string, string> = new Map()): void {
   const action = plan.target.kind === 'latest' ? 'promote' : behaviour.action;
   const value = {
     targetAction: action, targetExclusive: behaviour.exclusive,
     timeline: {timeline: choice.timeline, reason: choice.reason}, warnings: plan.warnings,
     backup: plan.backup.id, backupStopTime: plan.backup.stopTime, backupStopLsn: plan.backup.stopLsn,
     target: targetToJson(plan.target), to, fetchBytes: plan.fetchBytes, walFrom: plan.walFrom, walTo: plan.walTo ?? null,
+    ...(tablespaces.size > 0 ? {tablespaces: (plan.backup.tablespaces ?? []).map((space) => ({...space, to: tablespaces.get(space.oid)}))} : {}),
   };
   if (json) {
     printJson(io, value);
@@ -189,6 +191,7 @@ function renderPlan(plan: RestorePlan, to: string, io: Io, json: boolean | undef
     `  fetch:   ${formatBytes(plan.fetchBytes)} of backup into ${to}`,
     `  WAL:     from ${plan.walFrom}${plan.walTo ? ` up to ${plan.walTo} at most` : ''}, fetched by restore_command as recovery needs it`,
     `  target:  ${describeTarget(plan.target)}${behaviour.exclusive ? ' (exclusive: stop just before it)' : ''} along timeline ${choice.timeline}, then ${action}`,
+    ...(plan.backup.tablespaces ?? []).map((space) => `  tablespace ${space.name} (oid ${space.oid}): into ${tablespaces.get(space.oid) ?? space.location}`),
     '',
   ].join('\n'));
 }

@@ -81,6 +81,10 @@ describe('a cluster with a user tablespace (radosgw)', () => {
     expect(result.stderr).toContain(`tablespace fast cannot be restored into ${busy}: it is not empty`);
     expect(existsSync(dataDir)).toBe(false);
     expect(readdirSync(busy)).toEqual(['keep.txt']);
+    const dryRun = await setup.pgbk(['restore', '--to', dataDir, '--target-lsn', point.lsn, '--tablespace-map', `fast=${join(busy, 'new')}`, '--dry-run']);
+    expect(dryRun.exitCode, dryRun.stderr).toBe(0);
+    expect(dryRun.stdout).toContain(`tablespace fast (oid ${oid}): into ${join(busy, 'new')}`);
+    expect(readdirSync(busy)).toEqual(['keep.txt']);
     const unknown = await setup.pgbk(['restore', '--to', dataDir, '--tablespace-map', `nosuch=${busy}`]);
     expect(unknown.exitCode).toBe(2);
     expect(unknown.stderr).toContain('--tablespace-map nosuch: backup');
