@@ -299,7 +299,7 @@ async function unpackObjects(repo: Repository, plan: RestorePlan, dataDir: strin
     let current = pieces[0]!;
     // pg_tblspc/<oid> (in base.tar) points at where its tablespace is unpacked.
     const symlinkTarget = (name: string, linkname: string): string => tablespaces.get(/^pg_tblspc\/(\d+)$/.exec(name)?.[1] ?? '') ?? linkname;
-    const extractor = new TarExtractor({root: spaceDir ?? dataDir, what: `backup ${backup.id}${spaceDir ? ` (tablespace ${tar})` : ''}`, chownToArchiveOwner: isRoot(), symlinkTarget});
+    const extractor = new TarExtractor({root: spaceDir ?? dataDir, what: `backup ${backup.id}${spaceDir ? ` (tablespace ${tar})` : ''}`, chownToArchiveOwner: isRoot(), symlinkTarget, tablespace: spaceDir !== undefined});
     try {
       await pipeline(concatenatedParts(repo, pieces, {
         onPartStart: (object) => { current = object; },
