@@ -1,6 +1,7 @@
 // pitr backups: pg_basebackup's tar streamed straight into the repository (never staged on local disk), then the
 // WAL the backup needs checked in the archive, then the manifest written last.
 
+import {once} from 'node:events';
 import {pipeline} from 'node:stream/promises';
 import {text} from 'node:stream/consumers';
 import {BackupError, PgServerError} from '../errors.js';
@@ -22,6 +23,7 @@ import {parseBackupLabel, parseManifestWalRanges, type BackupLabel} from './labe
 import {writeManifest, type BackupManifest} from './manifest.js';
 import {TarWatcher} from './tar-watch.js';
 import {PartedUpload} from './parts.js';
+import {protocolBaseBackup} from './base-backup-protocol.js';
 import {claimBackupId} from './id.js';
 import {withOwner} from './owner.js';
 import {resolveBackupSource} from './source.js';
@@ -51,13 +53,14 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
     if (rows[0].wal_level === 'minimal') {
       throw new PgServerError('wal_level is minimal: a base backup needs WAL', 'set wal_level = replica in postgresql.conf and restart');
     }
-    // pg_basebackup writes one tablespace only to a stream (-D - -Ft); say so before anything starts.
-    const tablespaces = await client.query<{name: string; location: string}>(
-      `select spcname as name, pg_tablespace_location(oid) as location from pg_tablespace where spcname not in ('pg_default', 'pg_global') order by spcname`);
-    if (tablespaces.rows.length > 0) {
+    // pg_basebackup writes one tablespace only to a stream (-D - -Ft): a cluster with user tablespaces is backed up
+    // over the replication protocol (BASE_BACKUP, one archive per tablespace), PostgreSQL 15 or later.
+    const tablespaces = await client.query<{oid: string; name: string; location: string}>(
+      `select oid::text as oid, spcname as name, pg_tablespace_location(oid) as location from pg_tablespace where spcname not in ('pg_default', 'pg_global') order by spcname`);
+    if (tablespaces.rows.length > 0 && info.versionNum < 150000) {
       throw new BackupError(
-        `the server at ${redactUrl(source.url)} has user tablespaces (${tablespaces.rows.map((row) => `${row.name} at ${row.location}`).join(', ')}), which pgbk cannot back up yet; nothing was written`,
-        'move their tables to pg_default (ALTER TABLE ... SET TABLESPACE pg_default) and drop the tablespaces, or back this cluster up with another tool for now');
+        `the server at ${redactUrl(source.url)} has user tablespaces (${tablespaces.rows.map((row) => `${row.name} at ${row.location}`).join(', ')}) and runs PostgreSQL ${Math.floor(info.versionNum / 10000)}: pgbk backs up tablespaces from PostgreSQL 15 on; nothing was written`,
+        'upgrade to PostgreSQL 15 or later, or move their tables to pg_default (ALTER TABLE ... SET TABLESPACE pg_default) and drop the tablespaces');
     }
     const archiving = rows[0].archive_mode === 'always' || (rows[0].archive_mode === 'on' && !info.inRecovery) ||
       (info.inRecovery && source.primaryUrl !== undefined && (await primaryArchiveMode(source.primaryUrl)).archiving);
@@ -67,7 +70,7 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
         `set archive_mode = ${info.inRecovery ? 'always' : 'on'} and archive_command = 'pgbk archive-push --policy ${policy.name} %p' in postgresql.conf, then restart`,
       );
     }
-    return info;
+    return {...info, tablespaces: tablespaces.rows};
   });
 
   if (deps.identity) assertSameSystem(deps.identity, server.systemId, 'the backup source', repo);
@@ -80,25 +83,69 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
       '--checkpoint', policy.backup.checkpoint, '--label', `pgbk ${id}`, '--no-password',
     ];
     if (server.inRecovery && source.primaryUrl) await prepareStandbyBackup(source.url, source.primaryUrl);
-    const child = spawnPg('pg_basebackup', args, {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal, dieWithParent: true});
+    const viaProtocol = server.tablespaces.length > 0;
+    const child = viaProtocol ? undefined : spawnPg('pg_basebackup', args, {binDir: policy.postgres.binDir, env: conn.env, cancelSignal: deps.cancelSignal, dieWithParent: true});
     // The tar cut into pieces of at most backup.max_object_size, each compressed on every core (gzip members side
     // by side, or one zstd stream) and uploaded as its own object while the next one fills.
-    const parts = new PartedUpload({repo, backupId: id, tar: 'base', compression: policy.compression, maxObjectBytes: policy.backup.maxObjectBytes});
+    const newUpload = (tar: string): PartedUpload => new PartedUpload({repo, backupId: id, tar, compression: policy.compression, maxObjectBytes: policy.backup.maxObjectBytes});
+    const uploads: PartedUpload[] = viaProtocol ? [] : [newUpload('base')];
+    const tarsStarted: string[] = [];
     const discard = async (): Promise<void> => {
-      await repo.remove(parts.keys).catch(() => undefined);
+      await repo.remove(uploads.flatMap((upload) => upload.keys)).catch(() => undefined);
     };
+    // Over the protocol: the manifest arrives after the archives; its tail holds the WAL-Ranges.
+    let manifestTail = Buffer.alloc(0);
+    let otherBytes = 0;
     // A standby archiving itself (archive_mode = always) waits in pg_backup_stop() for the primary to switch WAL.
     const stopWatch = server.inRecovery && source.primaryUrl ? watchStandbyBackupStop(source.url, source.primaryUrl) : undefined;
     try {
-      watcher.on('data', () => progress.update(watcher.bytes));
-      await Promise.all([pipeline(child.stdout!, watcher, parts), child]);
+      watcher.on('data', () => progress.update(watcher.bytes + otherBytes));
+      if (child) {
+        await Promise.all([pipeline(child.stdout!, watcher, uploads[0]!), child]);
+      } else {
+        await protocolBaseBackup(source.url, {
+          label: `pgbk ${id}`,
+          checkpoint: policy.backup.checkpoint,
+          cancelSignal: deps.cancelSignal,
+          openArchive: (name) => {
+            const tar = /^(base|[0-9]+)\.tar$/.exec(name)?.[1];
+            if (!tar || (tar !== 'base' && !server.tablespaces.some((space) => space.oid === tar)) || tarsStarted.includes(tar)) {
+              throw new BackupError(`BASE_BACKUP sent an unexpected archive "${name}"; the backup was discarded`);
+            }
+            const upload = newUpload(tar);
+            uploads.push(upload);
+            tarsStarted.push(tar);
+            // backup_label is in base.tar; a tablespace's tar is only counted.
+            const head = tar === 'base' ? watcher : new TarWatcher(new Set());
+            if (tar !== 'base') head.on('data', (chunk: Buffer) => { otherBytes += chunk.length; progress.update(watcher.bytes + otherBytes); });
+            const stored = pipeline(head, upload);
+            stored.catch(() => undefined);
+            return {
+              write: async (chunk) => {
+                if (!head.write(chunk)) await Promise.race([once(head, 'drain'), stored]);
+              },
+              end: async () => {
+                head.end();
+                await stored;
+              },
+            };
+          },
+          manifest: (chunk) => {
+            manifestTail = Buffer.concat([manifestTail, chunk]);
+            if (manifestTail.length > 512 * 1024) manifestTail = manifestTail.subarray(manifestTail.length - 256 * 1024);
+          },
+        });
+        if (!tarsStarted.includes('base')) throw new BackupError('BASE_BACKUP sent no base.tar; the backup was discarded');
+      }
       progress.done();
     } catch (error) {
-      child.kill();
+      child?.kill();
       // Fail the uploads and let them finish failing (temp files removed, multipart uploads aborted) before removing
       // the keys: nothing of a broken backup may stay behind, not even out of sight.
-      if (!parts.destroyed) parts.destroy(error as Error);
-      await new Promise((resolveClose) => (parts.closed ? resolveClose(undefined) : parts.once('close', resolveClose)));
+      for (const parts of uploads) {
+        if (!parts.destroyed) parts.destroy(error as Error);
+        await new Promise((resolveClose) => (parts.closed ? resolveClose(undefined) : parts.once('close', resolveClose)));
+      }
       await discard();
       if ((error as {stderr?: unknown}).stderr !== undefined || (error as Error).name === 'ExecaError') throw toolError('pg_basebackup', error);
       throw error;
@@ -113,7 +160,7 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
       await discard();
       throw new BackupError('pg_basebackup output holds no readable backup_label; the backup was discarded');
     }
-    const ranges = parseManifestWalRanges(watcher.files.get('backup_manifest')?.content.toString('utf8') ?? '');
+    const ranges = parseManifestWalRanges(viaProtocol ? manifestTail.toString('utf8') : watcher.files.get('backup_manifest')?.content.toString('utf8') ?? '');
     const history = server.inRecovery ? undefined : await waitForBackupHistory(repo, label, server, deps.walWaitMs ?? 60_000);
     const stopLsn = history?.stopLsn ?? ranges.at(-1)?.endLsn;
     const stopTimeline = history?.stopTimeline ?? ranges.at(-1)?.timeline ?? label.startTimeline;
@@ -160,11 +207,12 @@ export async function runBaseBackup(deps: BackupDeps): Promise<BackupManifest> {
       nextXid: xid,
       systemId: server.systemId,
       pgVersionNum: server.versionNum,
-      sourceBytes: watcher.bytes,
-      storedBytes: parts.objects.reduce((sum, object) => sum + object.sizeBytes, 0),
+      sourceBytes: watcher.bytes + otherBytes,
+      storedBytes: uploads.flatMap((upload) => upload.objects).reduce((sum, object) => sum + object.sizeBytes, 0),
       durationMs: finished.getTime() - started.getTime(),
       backupFrom: server.inRecovery ? 'standby' : 'primary',
-      objects: parts.objects,
+      objects: uploads.flatMap((upload) => upload.objects),
+      ...(viaProtocol ? {tablespaces: server.tablespaces.map(({oid, name, location}) => ({oid, name, location}))} : {}),
     };
     await writeManifest(repo, manifest);
     return manifest;

@@ -55,6 +55,8 @@ export interface BackupManifest {
   durationMs: number;
   backupFrom?: 'primary' | 'standby';
   objects: BackupObject[];
+  /** Base backups of a cluster with user tablespaces: each one's oid (its tar's name), name and original location. */
+  tablespaces?: Array<{oid: string; name: string; location: string}>;
   /** SHA-256 over the JSON of every field above. */
   checksum?: string;
 }

@@ -25,6 +25,7 @@ interface RestoreOptions extends TargetOptions {
   primaryConninfo?: string;
   targetAction?: string;
   targetExclusive?: boolean;
+  tablespaceMap?: string[];
 }
 
 export function addTargetOptions(command: Command): Command {
@@ -54,6 +55,8 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
     .option('--timeout <duration>', 'with --start: how long to wait for recovery (30m, 2h...)', '1h')
     .option('--dry-run', 'print the plan, write nothing')
     .option('--force', 'replace the contents of a non-empty --to')
+    .option('--tablespace-map <NAME=DIR>', 'restore the tablespace NAME (its name or oid) into DIR, which must be absent or empty (repeatable; default: its original location)',
+      (value: string, previous: string[] = []) => [...previous, value])
     .option('--standby', 'lay out a standby (standby.signal, primary_conninfo) that follows the primary instead of promoting; no target')
     .option('--primary-conninfo <conninfo>', "with --standby: the standby's primary_conninfo (default: replica.primary_conninfo, else postgres.url, without password)")
     .action(async (options: RestoreOptions) => {
@@ -75,11 +78,12 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
       await withContext(globals(), io, async ({policy, repo}) => {
         if (policy.strategy === 'dump') {
           if (!options.toDb) throw new UsageError(`policy ${policy.name} uses the dump strategy: restore with --to-db <conninfo>`);
+          if (options.tablespaceMap) throw new UsageError('--tablespace-map applies to physical backups (--to), not to dumps');
           await restoreDumpCommand(options, target, io, globals, policy, repo);
           return;
         }
         if (!options.to) throw new UsageError(`policy ${policy.name} uses the ${policy.strategy} strategy: restore with --to <dir>`);
-        const {checkDestination, layOutDataDirectory} = await import('../restore/layout.js');
+        const {checkDestination, layOutDataDirectory, resolveTablespaceMap} = await import('../restore/layout.js');
         // Check everything before writing anything.
         // A manifest that cannot be read (damaged, or failing authentication in an encrypted repository) is said.
         const catalog = await readCatalog(repo, (key, error) => io.stderr.write(`pgbk: warning: backup manifest ${key} skipped: ${error.message}\n`));
@@ -94,14 +98,15 @@ export function registerRestoreCommand(program: Command, io: Io, globals: () => 
           if (warning) plan.warnings.push(warning);
         }
         for (const warning of plan.warnings) io.stderr.write(`pgbk: warning: ${warning}\n`);
+        const tablespaces = await resolveTablespaceMap(plan.backup, options.to, options.tablespaceMap ?? []);
         if (!globals().json && !options.standby) io.stdout.write(`timeline: ${choice.timeline} (${choice.reason})\n`);
         if (options.dryRun) {
-          renderPlan(plan, options.to, io, globals().json, choice, behaviour);
+          renderPlan(plan, options.to, io, globals().json, choice, behaviour, tablespaces);
           return;
         }
         const standby = options.standby ? (await import('../replica/restore.js')).standbyRecovery(policy, options.primaryConninfo, io) : undefined;
         const archiveMode = options.archiveMode ?? 'off';
-        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: standby ? 'latest' : String(choice.timeline), archiveMode, behaviour, ...(standby ? {standby} : {})});
+        const layout = await layOutDataDirectory(repo, policy, plan, options.to, state, {targetTimeline: standby ? 'latest' : String(choice.timeline), archiveMode, behaviour, tablespaces, ...(standby ? {standby} : {})});
         let started;
         let logical: string | null = null;
         if (options.start) {
@@ -166,13 +171,15 @@ async function startOnPort<T>(given: number | undefined, start: (port: number) =
   return start(port);
 }
 
-function renderPlan(plan: RestorePlan, to: string, io: Io, json: boolean | undefined, choice: {timeline: number; reason: string}, behaviour: TargetBehaviour): void {
+function renderPlan(plan: RestorePlan, to: string, io: Io, json: boolean | undefined, choice: {timeline: number; reason: string}, behaviour: TargetBehaviour,
+  tablespaces: Map<string, string> = new Map()): void {
   const action = plan.target.kind === 'latest' ? 'promote' : behaviour.action;
   const value = {
     targetAction: action, targetExclusive: behaviour.exclusive,
     timeline: {timeline: choice.timeline, reason: choice.reason}, warnings: plan.warnings,
     backup: plan.backup.id, backupStopTime: plan.backup.stopTime, backupStopLsn: plan.backup.stopLsn,
     target: targetToJson(plan.target), to, fetchBytes: plan.fetchBytes, walFrom: plan.walFrom, walTo: plan.walTo ?? null,
+    ...(tablespaces.size > 0 ? {tablespaces: (plan.backup.tablespaces ?? []).map((space) => ({...space, to: tablespaces.get(space.oid)}))} : {}),
   };
   if (json) {
     printJson(io, value);
@@ -184,6 +191,7 @@ function renderPlan(plan: RestorePlan, to: string, io: Io, json: boolean | undef
     `  fetch:   ${formatBytes(plan.fetchBytes)} of backup into ${to}`,
     `  WAL:     from ${plan.walFrom}${plan.walTo ? ` up to ${plan.walTo} at most` : ''}, fetched by restore_command as recovery needs it`,
     `  target:  ${describeTarget(plan.target)}${behaviour.exclusive ? ' (exclusive: stop just before it)' : ''} along timeline ${choice.timeline}, then ${action}`,
+    ...(plan.backup.tablespaces ?? []).map((space) => `  tablespace ${space.name} (oid ${space.oid}): into ${tablespaces.get(space.oid) ?? space.location}`),
     '',
   ].join('\n'));
 }

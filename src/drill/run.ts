@@ -1,6 +1,7 @@
 // pgbk drill: restore into a scratch target, prove it reached the target, check it, measure RTO and RPO, store the
 // report in the repository — and always clean up.
 
+import {join} from 'node:path';
 import {createHash} from 'node:crypto';
 import {readFile} from 'node:fs/promises';
 import type {Client} from 'pg';
@@ -172,7 +173,9 @@ async function restoreAndCheck(drill: Drill, plan: RestorePlan, dirs: ScratchDir
   const {layOutDataDirectory} = await import('../restore/layout.js');
   let layout;
   try {
-    layout = await layOutDataDirectory(repo, policy, plan, dirs.dataDir, 'absent', {targetTimeline: String(plan.timeline ?? 'latest'), archiveMode: 'off'});
+    // Every tablespace into the scratch directory too: never the production cluster's locations.
+    const tablespaces = new Map((plan.backup.tablespaces ?? []).map((space) => [space.oid, join(dirs.baseDir, 'tablespaces', space.oid)]));
+    layout = await layOutDataDirectory(repo, policy, plan, dirs.dataDir, 'absent', {targetTimeline: String(plan.timeline ?? 'latest'), archiveMode: 'off', tablespaces});
   } catch (error) {
     throw new Error(`${(error as Error).message}${await diagnoseBackupObjects(repo, plan.backup)}`, {cause: error});
   }

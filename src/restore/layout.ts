@@ -5,7 +5,7 @@ import {endianness, homedir, userInfo} from 'node:os';
 import {join, resolve, dirname, relative, isAbsolute} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {pipeline} from 'node:stream/promises';
-import {CorruptObjectError, DestinationError, ObjectNotFoundError, RestoreError} from '../errors.js';
+import {CorruptObjectError, DestinationError, ObjectNotFoundError, RestoreError, UsageError} from '../errors.js';
 import type {Policy} from '../policy/types.js';
 import type {Repository} from '../storage/repository.js';
 import type {BackupManifest} from '../backup/manifest.js';
@@ -166,11 +166,66 @@ export interface RecoveryOptions {
   standby?: {primaryConninfo: string};
   /** recovery_target_action (default promote) and recovery_target_inclusive (--target-exclusive). */
   behaviour?: TargetBehaviour;
+  /** Where each tablespace (by oid) is unpacked, from resolveTablespaceMap; default: their original locations. */
+  tablespaces?: Map<string, string>;
+}
+
+/**
+ * The directory each tablespace of the backup is unpacked into: `NAME=DIR` (NAME the tablespace's name or oid),
+ * else its original location. Every directory must be absent or empty, distinct, and neither the data directory
+ * nor inside it (nor holding it). Refusals are bad input (exit 2); nothing is written here.
+ */
+export async function resolveTablespaceMap(backup: BackupManifest, dataDir: string, requested: string[]): Promise<Map<string, string>> {
+  const spaces = backup.tablespaces ?? [];
+  const map = new Map<string, string>(spaces.map((space) => [space.oid, space.location]));
+  for (const entry of requested) {
+    const match = /^([^=]+)=(.+)$/.exec(entry);
+    if (!match) throw new UsageError(`--tablespace-map "${entry}" is not NAME=DIR`, 'give the tablespace\'s name (or oid) and the directory to restore it into, e.g. --tablespace-map fast=/srv/fast');
+    const space = spaces.find((candidate) => candidate.name === match[1] || candidate.oid === match[1]);
+    if (!space) {
+      throw new UsageError(`--tablespace-map ${match[1]}: backup ${backup.id} has no tablespace of that name or oid`,
+        spaces.length > 0 ? `its tablespaces: ${spaces.map((candidate) => `${candidate.name} (oid ${candidate.oid}, at ${candidate.location})`).join(', ')}` : 'that backup has no user tablespaces');
+    }
+    map.set(space.oid, resolve(match[2]!));
+  }
+  const data = resolve(dataDir);
+  const realData = await realpath(data).catch(() => data);
+  const seen = new Map<string, string>();
+  for (const [oid, dir] of map) {
+    const name = spaces.find((space) => space.oid === oid)?.name ?? oid;
+    if (!isAbsolute(dir)) throw new UsageError(`tablespace ${name}: its location "${dir}" is not an absolute path`, 'give --tablespace-map NAME=DIR with an absolute DIR');
+    const real = await realpath(dir).catch(() => dir);
+    for (const [path, against] of [[dir, data], [real, realData]] as const) {
+      if (path === against || isInside(path, against) || isInside(against, path)) {
+        throw new DestinationError(`tablespace ${name} cannot be restored into ${dir}: it ${path === against ? 'is' : isInside(path, against) ? 'is inside' : 'holds'} the data directory ${dataDir}`,
+          'map it elsewhere with --tablespace-map NAME=DIR');
+      }
+    }
+    const other = seen.get(real);
+    if (other !== undefined) throw new DestinationError(`tablespaces ${other} and ${name} are both mapped to ${dir}`, 'give each tablespace its own directory with --tablespace-map NAME=DIR');
+    seen.set(real, name);
+    let entries: string[] | undefined;
+    try {
+      const info = await stat(dir);
+      if (!info.isDirectory()) throw new DestinationError(`tablespace ${name} cannot be restored into ${dir}: it exists and is not a directory`, 'map it elsewhere with --tablespace-map NAME=DIR');
+      entries = await readdir(dir);
+    } catch (error) {
+      if ((error as NodeJS.ErrnoException).code !== 'ENOENT') {
+        throw error instanceof DestinationError ? error : new DestinationError(`tablespace ${name} cannot be restored into ${dir}: ${(error as Error).message}`);
+      }
+    }
+    if (entries && entries.length > 0) {
+      throw new DestinationError(`tablespace ${name} cannot be restored into ${dir}: it is not empty (${entries.length} entries)`,
+        'give an empty or new directory with --tablespace-map NAME=DIR (the default is the tablespace\'s original location)');
+    }
+  }
+  return map;
 }
 
 export async function layOutDataDirectory(repo: Repository, policy: Policy, plan: RestorePlan, dir: string, state: 'absent' | 'empty' | 'non-empty',
   recovery: RecoveryOptions = {targetTimeline: 'latest', archiveMode: 'preserve'}): Promise<LayoutResult> {
   const dataDir = resolve(dir);
+  const tablespaces = recovery.tablespaces ?? await resolveTablespaceMap(plan.backup, dataDir, []);
   if (state === 'non-empty') await emptyDirectory(dataDir);
   await mkdir(dataDir, {recursive: true, mode: 0o700});
   const started = Date.now();
@@ -178,11 +233,12 @@ export async function layOutDataDirectory(repo: Repository, policy: Policy, plan
   // A dropped connection or a stalled stream is worth another try; a checksum mismatch is not.
   for (let attempt = 1; ; attempt++) {
     try {
-      fetchedBytes = await unpackObjects(repo, plan, dataDir);
+      fetchedBytes = await unpackObjects(repo, plan, dataDir, tablespaces);
       break;
     } catch (error) {
       // Leave nothing that could be started by mistake: an unpacked half backup is worse than none.
       await emptyDirectory(dataDir).catch(() => undefined);
+      for (const space of tablespaces.values()) await emptyDirectory(space).catch(() => undefined);
       const permanent = error instanceof CorruptObjectError || error instanceof ObjectNotFoundError || (error as {code?: string}).code === 'ENOSPC';
       if (permanent || attempt >= UNPACK_ATTEMPTS) {
         if (error instanceof RestoreError || error instanceof CorruptObjectError) throw error;
@@ -192,7 +248,7 @@ export async function layOutDataDirectory(repo: Repository, policy: Policy, plan
     }
   }
   const fetchMs = Date.now() - started;
-  await writeRecoveryConfig(policy, plan, dataDir, recovery);
+  await writeRecoveryConfig(policy, plan, dataDir, recovery, tablespaces.values());
   return {dataDir, fetchedBytes, fetchMs};
 }
 
@@ -221,7 +277,7 @@ async function checkPiecesPresent(repo: Repository, backup: BackupManifest): Pro
  * Fetches, verifies and unpacks every object of the backup, pieces of one tar several at once and unpacked in order
  * as they arrive (restore/untar.ts refuses what a base backup never holds); returns the bytes fetched.
  */
-async function unpackObjects(repo: Repository, plan: RestorePlan, dataDir: string): Promise<number> {
+async function unpackObjects(repo: Repository, plan: RestorePlan, dataDir: string, tablespaces: Map<string, string>): Promise<number> {
   const backup = plan.backup;
   const tars = tarsOf(backup);
   await checkPiecesPresent(repo, backup);
@@ -229,11 +285,21 @@ async function unpackObjects(repo: Repository, plan: RestorePlan, dataDir: strin
   const total = backup.objects.reduce((sum, object) => sum + object.sizeBytes, 0);
   const progress = createProgress(`restore ${backup.id}`, process.stderr, total);
   for (const [tar, pieces] of tars) {
-    if (tar !== 'base') {
-      throw new RestoreError(`backup ${backup.id} holds tablespace ${tar}, which this pgbk cannot lay out`, 'use the pgbk version that made the backup');
+    const spaceDir = tar === 'base' ? undefined : tablespaces.get(tar);
+    if (tar !== 'base' && !spaceDir) {
+      throw new CorruptObjectError(`backup ${backup.id} holds ${tar}.tar, which its manifest lists as no tablespace`, 'the manifest was altered or damaged; restore another backup (pgbk list, --backup <id>)');
+    }
+    if (spaceDir) {
+      await mkdir(dirname(spaceDir), {recursive: true});
+      await mkdir(spaceDir, {mode: 0o700}).catch((error: NodeJS.ErrnoException) => {
+        if (error.code !== 'EEXIST') throw error;
+      });
+      // PostgreSQL wants the tablespace directory its own (as root: the owner of the data directory's files, set below).
     }
     let current = pieces[0]!;
-    const extractor = new TarExtractor({root: dataDir, what: `backup ${backup.id}`, chownToArchiveOwner: isRoot()});
+    // pg_tblspc/<oid> (in base.tar) points at where its tablespace is unpacked.
+    const symlinkTarget = (name: string, linkname: string): string => tablespaces.get(/^pg_tblspc\/(\d+)$/.exec(name)?.[1] ?? '') ?? linkname;
+    const extractor = new TarExtractor({root: spaceDir ?? dataDir, what: `backup ${backup.id}${spaceDir ? ` (tablespace ${tar})` : ''}`, chownToArchiveOwner: isRoot(), symlinkTarget, tablespace: spaceDir !== undefined});
     try {
       await pipeline(concatenatedParts(repo, pieces, {
         onPartStart: (object) => { current = object; },
@@ -299,7 +365,7 @@ function shellWord(word: string): string {
   return /^[A-Za-z0-9_./:=@%+-]+$/.test(word) ? word : `'${word.replace(/'/g, `'\\''`)}'`;
 }
 
-async function writeRecoveryConfig(policy: Policy, plan: RestorePlan, dataDir: string, recovery: RecoveryOptions): Promise<void> {
+async function writeRecoveryConfig(policy: Policy, plan: RestorePlan, dataDir: string, recovery: RecoveryOptions, tablespaces: Iterable<string>): Promise<void> {
   for (const stale of ['postmaster.pid', 'postmaster.opts', 'standby.signal', 'recovery.signal']) {
     await rm(join(dataDir, stale), {force: true});
   }
@@ -335,14 +401,14 @@ async function writeRecoveryConfig(policy: Policy, plan: RestorePlan, dataDir: s
   await appendFile(join(dataDir, 'postgresql.auto.conf'), lines.join('\n'));
   const signal = recovery.standby ? 'standby.signal' : 'recovery.signal';
   await writeFile(join(dataDir, signal), '');
-  if (isRoot()) await chownLikeData(dataDir, signal);
+  if (isRoot()) await chownLikeData(dataDir, signal, tablespaces);
 }
 
 /** As root, give what pgbk created to the owner of the unpacked files (tar kept their owner). */
-async function chownLikeData(dataDir: string, signal: string): Promise<void> {
+async function chownLikeData(dataDir: string, signal: string, tablespaces: Iterable<string> = []): Promise<void> {
   const owner = await lstat(join(dataDir, 'PG_VERSION'));
   if (owner.uid === 0) return;
-  for (const path of [dataDir, join(dataDir, 'pg_wal'), join(dataDir, 'pg_wal', 'archive_status'), join(dataDir, signal), join(dataDir, 'postgresql.auto.conf')]) {
+  for (const path of [dataDir, ...tablespaces, join(dataDir, 'pg_wal'), join(dataDir, 'pg_wal', 'archive_status'), join(dataDir, signal), join(dataDir, 'postgresql.auto.conf')]) {
     await chown(path, owner.uid, owner.gid);
   }
 }

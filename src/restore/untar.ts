@@ -28,6 +28,11 @@ export interface UntarOptions {
   symlinkTarget?: (name: string, linkname: string) => string;
   /** As root: give files to the archive's owner (by user name, else numeric id), as GNU tar does. */
   chownToArchiveOwner?: boolean;
+  /**
+   * A tablespace's tar: every member lies in PostgreSQL's version directory (PG_<major>_<catalog version>/...), all
+   * a tablespace directory holds, so a tar unpacked where its manifest says can put nothing else there.
+   */
+  tablespace?: boolean;
 }
 
 interface Header {
@@ -248,6 +253,9 @@ export class TarExtractor extends Writable {
     const parts = name.split('/');
     if (parts.some((part) => part === '..')) throw this.refuse(header.name, 'climbs out of the target with ".."');
     if (parts.some((part) => part === '' || part === '.')) throw this.refuse(header.name, 'has an irregular name');
+    if (this.options.tablespace && !/^PG_\d+_\d+$/.test(parts[0]!)) {
+      throw this.refuse(header.name, 'lies outside PostgreSQL\'s version directory (PG_<major>_<catalog version>) of a tablespace');
+    }
     for (let index = 1; index < parts.length; index++) {
       const prefix = parts.slice(0, index).join('/');
       if (this.symlinks.has(prefix)) throw this.refuse(header.name, `lies under the symlink ${prefix}`);

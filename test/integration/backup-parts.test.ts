@@ -154,19 +154,26 @@ describe('a backup stored in several objects (radosgw)', () => {
     expect(existsSync(dir) ? readdirSync(dir) : []).toEqual([]);
   });
 
-  it('a cluster with a user tablespace: refused up front, naming it, nothing written', async () => {
+  it('a cluster with a user tablespace: backed up over the replication protocol from PostgreSQL 15 on, else refused up front', async () => {
     const location = makeTempDir('pgbk-parts-tablespace-');
     chownToPostgres(location);
     await setup.cluster.psql(`create tablespace pgbk_ts location '${location}'`);
     try {
+      const [{version}] = (await setup.cluster.query<{version: number}>(`select current_setting('server_version_num')::int as version`)) as [{version: number}];
       const before: string[] = [];
       for await (const object of repo.list('backups/')) before.push(object.key);
       const result = await setup.pgbk(['backup']);
-      expect(result.exitCode).toBe(1);
-      expect(result.stderr).toContain(`has user tablespaces (pgbk_ts at ${location}), which pgbk cannot back up yet; nothing was written`);
-      const after: string[] = [];
-      for await (const object of repo.list('backups/')) after.push(object.key);
-      expect(after).toEqual(before);
+      if (version >= 150000) {
+        expect(result.exitCode, result.stderr).toBe(0);
+        const taken = await readManifest(repo, result.stdout.trim());
+        expect(taken.tablespaces?.map((space) => [space.name, space.location])).toEqual([['pgbk_ts', location]]);
+      } else {
+        expect(result.exitCode).toBe(1);
+        expect(result.stderr).toContain(`has user tablespaces (pgbk_ts at ${location}) and runs PostgreSQL`);
+        const after: string[] = [];
+        for await (const object of repo.list('backups/')) after.push(object.key);
+        expect(after).toEqual(before);
+      }
     } finally {
       await setup.cluster.psql(`drop tablespace pgbk_ts`);
     }

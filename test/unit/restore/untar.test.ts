@@ -18,7 +18,7 @@ beforeEach(() => {
 afterEach(() => rmSync(base, {recursive: true, force: true}));
 
 /** Unpacks `archive` fed in chunks of `chunk` bytes (headers and data split anywhere). */
-async function unpack(archive: Buffer, chunk = 65536, options: {symlinkTarget?: (name: string, link: string) => string} = {}): Promise<TarExtractor> {
+async function unpack(archive: Buffer, chunk = 65536, options: {symlinkTarget?: (name: string, link: string) => string; tablespace?: boolean} = {}): Promise<TarExtractor> {
   const chunks: Buffer[] = [];
   for (let offset = 0; offset < archive.length; offset += chunk) chunks.push(archive.subarray(offset, offset + chunk));
   const extractor = new TarExtractor({root, what: 'backup T', ...options});
@@ -96,5 +96,16 @@ describe('TarExtractor', () => {
     const damaged = Buffer.from(archive);
     damaged[5] ^= 0x01;
     await expect(unpack(damaged)).rejects.toThrow(/backup T is not a valid tar archive: a header's checksum/);
+  });
+
+  it('a tablespace tar: members only in the version directory PG_<major>_<catalog version>', async () => {
+    await unpack(tarOf([{name: 'PG_15_202209061/', type: '5'}, {name: 'PG_15_202209061/5/16390', data: 'heap'}]), 65536, {tablespace: true});
+    expect(readFileSync(join(root, 'PG_15_202209061', '5', '16390'), 'utf8')).toBe('heap');
+    rmSync(root, {recursive: true});
+    mkdirSync(root);
+    for (const name of ['authorized_keys', 'pg_wal/x', 'PG_15/x']) {
+      await expect(unpack(tarOf([{name, data: 'x'}]), 65536, {tablespace: true})).rejects.toThrow(`tar member "${name}" lies outside PostgreSQL's version directory`);
+      expect(existsSync(join(root, name.split('/')[0]!))).toBe(false);
+    }
   });
 });
