@@ -197,6 +197,10 @@ export async function runChecks(policy: Policy, repo: Repository, options: RunCh
       const identityResult: CheckResult & {systemId?: string} = repoResult.status === 'ok' ? await identityCheck(client, repo, policy) : skip('identity', 'the repository is not usable');
       record(identityResult);
       for (const result of await slotChecks(client)) record(result);
+      if (physical) {
+        const tablespaces = await tablespaceCheck(client, settings.versionNum);
+        if (tablespaces) record(tablespaces);
+      }
       if (policy.walStreaming?.enabled) record(await streamingCheck(client, policy));
       if (!physical) return;
       const archiving = settingResults.filter((result) => ['wal_level', 'archive_mode', 'archive_command'].includes(result.name));
@@ -249,6 +253,23 @@ async function objectLockCheck(repo: Repository, policy: Policy): Promise<CheckR
   } catch (error) {
     return fail('object lock', `cannot read the Object Lock configuration of ${repo.description}: ${(error as Error).message}`, fix);
   }
+}
+
+/**
+ * User tablespaces (when the cluster has any): what a backup will hold and where a restore puts them by default.
+ * PostgreSQL 15 and later are backed up over the replication protocol (one archive per tablespace); 13 and 14 with
+ * tablespaces are refused by backup, so check says so first.
+ */
+async function tablespaceCheck(client: import('pg').Client, versionNum: number): Promise<CheckResult | undefined> {
+  const {rows} = await client.query<{oid: string; name: string; location: string}>(
+    `select oid::text, spcname as name, pg_tablespace_location(oid) as location from pg_tablespace where spcname not in ('pg_default', 'pg_global') order by spcname`);
+  if (rows.length === 0) return undefined;
+  const list = rows.map((row) => `${row.name} (oid ${row.oid}) at ${row.location}`).join(', ');
+  if (versionNum < 150000) {
+    return fail('tablespaces', `${list}: pgbk backs up clusters with user tablespaces on PostgreSQL 15 and later only`,
+      'upgrade to PostgreSQL 15 or later, or move the tables to pg_default (ALTER TABLE ... SET TABLESPACE pg_default) and drop the tablespaces');
+  }
+  return ok('tablespaces', `${list}; each is stored as its own archive; a restore puts it back there, or where --tablespace-map NAME=DIR says`);
 }
 
 /** Replication slots (when the server has any): an inactive one keeps WAL on the server until the disk fills. */

@@ -69,6 +69,11 @@ describe('a cluster with a user tablespace (radosgw)', () => {
     }
     const verify = await setup.pgbk(['verify', '--backup', manifest.id]);
     expect(verify.exitCode, verify.stderr + verify.stdout).toBe(0);
+    // check reports the tablespace and where a restore puts it
+    const check = await setup.pgbk(['check', '--json']);
+    const line = (JSON.parse(check.stdout).policies[0].checks as Array<{name: string; status: string; detail: string}>).find((result) => result.name === 'tablespaces');
+    expect(line, check.stdout).toMatchObject({status: 'ok'});
+    expect(line!.detail).toContain(`fast (oid ${oid}) at ${location}`);
   });
 
   it('refuses a --tablespace-map target that is not empty (exit 2), writing nothing', async () => {
