@@ -1,4 +1,5 @@
-// A backlog of .ready segments drains through PostgreSQL's own archiver with the look-ahead pusher, every
+// A backlog of .ready segments drains through PostgreSQL's own archiver with the look-ahead pusher (on S3 only: the
+// local driver takes the same paths, and the suite's time is better spent elsewhere), every
 // segment ends up archived exactly once, no marker is left behind, and the archive restores to the end.
 
 import {chmodSync, existsSync, readdirSync, readFileSync, writeFileSync} from 'node:fs';
@@ -8,7 +9,7 @@ import {setupArchiving, snapshot, switchAndWaitArchived, type ArchivingSetup} fr
 import {makeTempDir, startExisting, waitFor} from '../helpers/cluster.js';
 import {pgbkBin} from '../helpers/cli.js';
 
-describe.each(['local', 's3'] as const)('draining an archive backlog (%s repository)', (kind) => {
+describe.each(['s3'] as const)('draining an archive backlog (%s repository)', (kind) => {
   let setup: ArchivingSetup;
 
   beforeAll(async () => {
