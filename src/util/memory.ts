@@ -2,7 +2,7 @@
 // V8 collects them only when its young generation fills (tens of MB by default on 64-bit) or when outside-heap
 // memory has grown by 64 MB since the last full collection. On a stream of many GB the peak RSS is then mostly
 // garbage waiting to be collected. A young-generation collection every 16 MiB streamed (about a millisecond: what
-// survives is a few buffers) and a full one every 64 MiB (buffers held a while get promoted; only a full collection
+// survives is a few buffers) and a full one every 32 MiB (buffers held a while get promoted; only a full collection
 // frees those) keep it flat.
 
 import v8 from 'node:v8';
@@ -27,7 +27,7 @@ function gc(): GcFunction | null {
 }
 
 const MINOR_EVERY = 16 * 1024 * 1024;
-const MAJOR_EVERY = 64 * 1024 * 1024;
+const MAJOR_EVERY = 32 * 1024 * 1024;
 
 /** Returns `passed(bytes)`, to call as data streams through: it collects garbage every so many bytes. */
 export function streamGarbageCollector(): (bytes: number) => void {
