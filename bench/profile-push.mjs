@@ -10,7 +10,7 @@
 
 import {execFileSync, spawnSync} from 'node:child_process';
 import {appendFileSync, chownSync, copyFileSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync} from 'node:fs';
-import {registerHooks} from 'node:module';
+import {allowTsImports} from './ts-imports.mjs';
 import {loadavg, tmpdir} from 'node:os';
 import {dirname, join, resolve} from 'node:path';
 import {fileURLToPath} from 'node:url';
@@ -21,16 +21,7 @@ const PUSHES = Number(process.env.PGBK_PROFILE_PUSHES || 8);
 const isRoot = process.getuid?.() === 0;
 const log = (text) => process.stdout.write(`${text}\n`);
 
-registerHooks({
-  resolve(specifier, context, next) {
-    try {
-      return next(specifier, context);
-    } catch (error) {
-      if (specifier.endsWith('.js') && context.parentURL?.endsWith('.ts')) return next(specifier.replace(/\.js$/, '.ts'), context);
-      throw error;
-    }
-  },
-});
+allowTsImports();
 
 const asPg = (argv) => (isRoot ? ['runuser', '-u', 'postgres', '--', ...argv] : argv);
 const sh = (argv, opts = {}) => execFileSync(argv[0], argv.slice(1), {encoding: 'utf8', cwd: '/', stdio: ['ignore', 'pipe', 'pipe'], ...opts});

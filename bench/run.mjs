@@ -25,12 +25,12 @@
 import {spawn, execFileSync} from 'node:child_process';
 import {chmodSync, chownSync, copyFileSync, existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync, appendFileSync} from 'node:fs';
 import {createServer} from 'node:net';
-import {registerHooks} from 'node:module';
 import {cpus, loadavg, tmpdir, totalmem} from 'node:os';
 import {dirname, join, resolve} from 'node:path';
 import {fileURLToPath} from 'node:url';
 import {performance} from 'node:perf_hooks';
 import {randomBytes} from 'node:crypto';
+import {allowTsImports} from './ts-imports.mjs';
 
 const repoDir = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const pgbkBin = join(repoDir, 'bin', 'pgbk');
@@ -289,20 +289,6 @@ const lsnToNum = (lsn) => { const [hi, lo] = lsn.split('/'); return parseInt(hi,
 
 // ------------------------------------------------------------------------------------------------
 // S3: radosgw (test/helpers/radosgw.ts, loaded with Node's type stripping), s3rver, or an external endpoint
-
-/** test/helpers import src/*.js as TypeScript sources: map a missing .js next to a .ts file to the .ts. */
-function allowTsImports() {
-  registerHooks({
-    resolve(specifier, context, next) {
-      try {
-        return next(specifier, context);
-      } catch (error) {
-        if (specifier.endsWith('.js') && context.parentURL?.endsWith('.ts')) return next(specifier.replace(/\.js$/, '.ts'), context);
-        throw error;
-      }
-    },
-  });
-}
 
 async function startS3() {
   const external = process.env.PGBK_TEST_S3_ENDPOINT;

@@ -3,9 +3,8 @@
 // headers and files anywhere.
 
 import {Transform, type TransformCallback} from 'node:stream';
-import {cString, tarNumber} from '../util/tar-fields.js';
+import {cString, tarNumber, TarWalker} from '../util/tar-fields.js';
 
-const BLOCK = 512;
 const EMPTY = Buffer.alloc(0);
 
 export interface WatchedFile {
@@ -17,13 +16,13 @@ export interface WatchedFile {
 
 export class TarWatcher extends Transform {
   readonly files = new Map<string, WatchedFile>();
-  private header = Buffer.alloc(0);
-  /** Bytes of the current entry's data (plus padding) still to pass. */
-  private remaining = 0;
-  private padding = 0;
   /** `chunks` from index `head` on are kept (dropping by index: Array.shift is linear, quadratic with small chunks). */
   private current?: {name: string; sizeBytes: number; chunks: Buffer[]; head: number; kept: number};
-  private ended = false;
+  private readonly walker = new TarWalker({
+    header: (block) => this.startEntry(block),
+    data: (bytes) => this.collect(bytes),
+    end: () => this.finishEntry(),
+  });
   /** Bytes that passed through (the uncompressed size of the archive). */
   bytes = 0;
 
@@ -34,7 +33,7 @@ export class TarWatcher extends Transform {
   override _transform(chunk: Buffer, _encoding: BufferEncoding, callback: TransformCallback): void {
     this.bytes += chunk.length;
     try {
-      this.consume(chunk);
+      this.walker.feed(chunk);
     } catch (error) {
       callback(error as Error);
       return;
@@ -42,47 +41,14 @@ export class TarWatcher extends Transform {
     callback(null, chunk);
   }
 
-  private consume(chunk: Buffer): void {
-    let offset = 0;
-    while (offset < chunk.length && !this.ended) {
-      if (this.remaining > 0) {
-        const take = Math.min(this.remaining, chunk.length - offset);
-        this.collect(chunk.subarray(offset, offset + take));
-        this.remaining -= take;
-        offset += take;
-        if (this.remaining === 0) this.finishEntry();
-        continue;
-      }
-      if (this.padding > 0) {
-        const take = Math.min(this.padding, chunk.length - offset);
-        this.padding -= take;
-        offset += take;
-        continue;
-      }
-      const need = BLOCK - this.header.length;
-      const take = Math.min(need, chunk.length - offset);
-      this.header = Buffer.concat([this.header, chunk.subarray(offset, offset + take)]);
-      offset += take;
-      if (this.header.length === BLOCK) {
-        this.startEntry(this.header);
-        this.header = Buffer.alloc(0);
-      }
-    }
-  }
-
-  private startEntry(block: Buffer): void {
-    if (block.every((byte) => byte === 0)) {
-      this.ended = true; // end-of-archive marker
-      return;
-    }
+  /** A member's header: its data is kept when it is one of the wanted files. */
+  private startEntry(block: Buffer): number {
     const name = cString(block.subarray(0, 100));
     const prefix = cString(block.subarray(345, 500));
     const fullName = prefix ? `${prefix}/${name}` : name;
     const sizeBytes = tarNumber(block.subarray(124, 136));
-    this.remaining = sizeBytes;
-    this.padding = (BLOCK - (sizeBytes % BLOCK)) % BLOCK;
     this.current = this.wanted.has(fullName) ? {name: fullName, sizeBytes, chunks: [], head: 0, kept: 0} : undefined;
-    if (sizeBytes === 0) this.finishEntry();
+    return sizeBytes;
   }
 
   private collect(data: Buffer): void {

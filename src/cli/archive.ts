@@ -79,7 +79,6 @@ export function registerArchiveCommands(program: Command, io: Io, globals: () =>
       } finally {
         await repo.close();
       }
-      await startPusher();
     });
 
   program.command('archive-push-ahead', {hidden: true})

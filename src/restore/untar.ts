@@ -15,7 +15,7 @@ import {join, relative, isAbsolute, dirname} from 'node:path';
 import {Writable} from 'node:stream';
 import {CorruptObjectError} from '../errors.js';
 import {streamGarbageCollector} from '../util/memory.js';
-import {cString, tarNumber} from '../util/tar-fields.js';
+import {cString, tarNumber, TarWalker} from '../util/tar-fields.js';
 
 const BLOCK = 512;
 
@@ -58,14 +58,19 @@ export class TarExtractor extends Writable {
   members = 0;
   /** Members whose setuid/setgid/sticky bits were dropped. */
   strippedModes = 0;
-  private header: Buffer = Buffer.alloc(0);
-  private remaining = 0;
-  private padding = 0;
   private file?: number;
   /** Directories known to exist (made or seen). */
   private readonly dirs = new Set<string>();
   private entry?: Header;
-  private ended = false;
+  private readonly walker = new TarWalker({
+    header: (block) => this.startMember(block),
+    data: (bytes) => {
+      if (this.file !== undefined) writeAll(this.file, bytes);
+    },
+    end: () => {
+      if (this.file !== undefined) this.finishFile();
+    },
+  });
   private readonly symlinks = new Set<string>();
   private owners?: {users: Map<string, number>; groups: Map<string, number>};
   private readonly collectGarbage = streamGarbageCollector();
@@ -77,7 +82,7 @@ export class TarExtractor extends Writable {
   override _write(chunk: Buffer, _encoding: BufferEncoding, callback: (error?: Error | null) => void): void {
     this.collectGarbage(chunk.length);
     try {
-      this.consume(chunk);
+      this.walker.feed(chunk);
     } catch (error) {
       callback(error as Error);
       return;
@@ -86,7 +91,7 @@ export class TarExtractor extends Writable {
   }
 
   override _final(callback: (error?: Error | null) => void): void {
-    if (!this.ended || this.remaining > 0 || this.file) {
+    if (!this.walker.ended || this.walker.inMember || this.file) {
       callback(this.corrupt(`it ends ${this.entry ? `inside member "${this.entry.name}"` : 'before the end-of-archive marker'} (truncated)`));
       return;
     }
@@ -104,49 +109,15 @@ export class TarExtractor extends Writable {
     callback(error);
   }
 
-  private consume(chunk: Buffer): void {
-    let offset = 0;
-    while (offset < chunk.length && !this.ended) {
-      if (this.remaining > 0) {
-        const take = Math.min(this.remaining, chunk.length - offset);
-        const data = chunk.subarray(offset, offset + take);
-        if (this.file !== undefined) writeAll(this.file, data);
-        this.remaining -= take;
-        offset += take;
-        if (this.remaining === 0) this.finishFile();
-        continue;
-      }
-      if (this.padding > 0) {
-        const take = Math.min(this.padding, chunk.length - offset);
-        this.padding -= take;
-        offset += take;
-        continue;
-      }
-      const take = Math.min(BLOCK - this.header.length, chunk.length - offset);
-      const piece = chunk.subarray(offset, offset + take);
-      this.header = this.header.length === 0 && take === BLOCK ? piece : Buffer.concat([this.header, piece]);
-      offset += take;
-      if (this.header.length === BLOCK) {
-        const block = this.header;
-        this.header = Buffer.alloc(0);
-        this.startMember(block);
-      }
-    }
-  }
-
-  private startMember(block: Buffer): void {
-    if (block.every((byte) => byte === 0)) {
-      this.ended = true; // end-of-archive marker: anything after it (record padding) is ignored
-      return;
-    }
+  /** A member's header: checked, then made (file opened, directory or symlink made); returns its data size. */
+  private startMember(block: Buffer): number {
     const header = parseHeader(block, (problem) => this.corrupt(problem));
     this.entry = header;
-    this.remaining = header.type === '0' ? header.size : 0;
-    this.padding = header.type === '0' ? (BLOCK - (header.size % BLOCK)) % BLOCK : 0;
+    const size = header.type === '0' ? header.size : 0;
     const name = this.checkName(header);
     if (name === '.') {
       this.entry = undefined;
-      return; // the target itself: made by the caller, with its own mode
+      return 0; // the target itself: made by the caller, with its own mode
     }
     const path = join(this.options.root, name);
     const mode = header.mode & 0o777;
@@ -163,8 +134,7 @@ export class TarExtractor extends Writable {
         }
         this.file = file;
         fchmodSync(file, mode);
-        if (header.size === 0) this.finishFile();
-        return;
+        return size; // an empty file is closed by the walker's end() at once
       }
       case '5': {
         try {
@@ -178,7 +148,7 @@ export class TarExtractor extends Writable {
         this.dirs.add(path);
         this.chownMember(path, header, false);
         this.entry = undefined;
-        return;
+        return 0;
       }
       case '2': {
         if (!symlinkAllowed(name)) {
@@ -194,7 +164,7 @@ export class TarExtractor extends Writable {
         this.symlinks.add(name);
         this.chownMember(path, header, true);
         this.entry = undefined;
-        return;
+        return 0;
       }
       default:
         throw this.refuse(name, `is of tar type ${describeType(header.type)}, which a PostgreSQL base backup never holds`);
